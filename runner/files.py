@@ -1,0 +1,40 @@
+"""Durable file writes for the runner's outputs (queue, scoreboard, packs, reports).
+
+A reader must never see a torn JSON file, even if the runner is killed mid-write: write to a
+temporary file in the same directory, fsync it, rename it over the target, fsync the directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+
+def write_atomic(path: str | Path, data: bytes) -> Path:
+    """Replace `path` with `data` atomically and durably; creates parent directories."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as tmp:
+            tmp.write(data)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        Path(tmp_name).replace(target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            Path(tmp_name).unlink()
+        raise
+    fsync_dir(target.parent)
+    return target
+
+
+def fsync_dir(directory: str | Path) -> None:
+    """Make a rename or a new file in `directory` durable."""
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
