@@ -7,7 +7,7 @@ from protocol.attempts import AttemptKind, AttemptPointer, classify, next_pointe
 
 from .attempts import AttemptCause, cause_after_outcome, cause_after_review, next_attempt
 from .facts import CLAIMS_ONLY, CommandRerun, WorkspaceFacts
-from .qa import FAIL_REASONS, primary_reason, review, verdict_for
+from .qa import FAIL_REASONS, check_pack, primary_reason, review, verdict_for
 from .rework import ReworkError, build_rework
 from .scope import ScopePatternError, ScopeRules, dependency_kind, dependency_violation
 
@@ -25,6 +25,7 @@ __all__ = [
     "build_rework",
     "cause_after_outcome",
     "cause_after_review",
+    "check_pack",
     "classify",
     "dependency_kind",
     "dependency_violation",

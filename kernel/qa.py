@@ -122,8 +122,7 @@ def review(
 ) -> QAReview:
     """Review one round. Raises `ScopePatternError` when a glob in the pack is unusable."""
     view = pack.view
-    rules = ScopeRules.of(view)
-    _check_evidence_patterns(view)
+    rules = check_pack(pack)
 
     issues = _worker_issues(view, result)
     missing, unexpected, unmet, ac_issues = _acceptance(view, result)
@@ -181,7 +180,12 @@ def primary_reason(review: QAReview) -> QAReason:
     return min(review.reason_codes, key=_PRIORITY.__getitem__)
 
 
-def _check_evidence_patterns(view: StepPackView) -> None:
+def check_pack(pack: StepPack) -> ScopeRules:
+    """The pack's scope rules, once every glob in it (scope and evidence patterns) is known to
+    be usable; raises `ScopePatternError` naming the first that is not. Call it before
+    gathering facts, so a bad pack fails before any work is done."""
+    view = pack.view
+    rules = ScopeRules.of(view)
     for i, req in enumerate(view.evidence_required):
         if "::" in req.path_pattern:
             continue
@@ -192,6 +196,7 @@ def _check_evidence_patterns(view: StepPackView) -> None:
             raise ScopePatternError(
                 f"evidence_required[{i}].path_pattern", req.path_pattern, problem
             )
+    return rules
 
 
 def _worker_issues(view: StepPackView, result: StepResult) -> list[_Issue]:
