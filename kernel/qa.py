@@ -60,7 +60,7 @@ from protocol import (
     ac_id_of,
 )
 
-from .facts import CLAIMS_ONLY, CommandRerun, WorkspaceFacts
+from .facts import CommandRerun, WorkspaceFacts
 from .scope import (
     ScopePatternError,
     ScopeRules,
@@ -116,11 +116,15 @@ class _Issue(msgspec.Struct, frozen=True):
 def review(
     pack: StepPack,
     result: StepResult,
-    facts: WorkspaceFacts = CLAIMS_ONLY,
+    facts: WorkspaceFacts,
     *,
     round_no: int,
 ) -> QAReview:
-    """Review one round. Raises `ScopePatternError` when a glob in the pack is unusable."""
+    """Review one round. Raises `ScopePatternError` when a glob in the pack is unusable.
+
+    `facts` has no default on purpose: a review on claims alone must say so
+    (`kernel.CLAIMS_ONLY`), and then lists what it could not check in `unchecked`.
+    """
     view = pack.view
     rules = check_pack(pack)
 

@@ -100,7 +100,8 @@ class PatternResult(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class CommandCheck(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One entry of the pack's `commands_to_run` against the worker's record of it and, when
-    the controller re-ran it, the re-run's exit code."""
+    the controller re-ran it, the re-run's exit code. `passed`: no finding about this command
+    (its record, its exit code where a gate requires 0, or the evidence of its record)."""
 
     index: int
     command: str

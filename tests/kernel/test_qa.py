@@ -7,7 +7,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from kernel import CLAIMS_ONLY, CommandRerun, ScopePatternError, review, verdict_for
+import protocol
+from kernel import CLAIMS_ONLY, CommandRerun, ScopePatternError, WorkspaceFacts, review, verdict_for
 from protocol import (
     CommandRecord,
     QAReason,
@@ -402,3 +403,16 @@ def test_reason_codes_are_in_priority_order_without_repeats() -> None:
     order = list(QAReason)
     assert got.reason_codes == sorted(set(got.reason_codes), key=order.index)
     assert got.reason_codes[0] is R.COMMAND_MISSING
+
+
+def test_facts_round_trip_as_json() -> None:
+    """The engine can store the facts a review rested on next to the review."""
+    _, _, facts = small_case()
+    facts = replace(
+        facts, command_reruns=(CommandRerun(index=0, command="c", exit_code=1, detail="x"),)
+    )
+    again = protocol.decode(protocol.encode(facts), WorkspaceFacts)
+    assert again == facts
+    assert facts.command_reruns is not None
+    assert again.rerun(0) == facts.command_reruns[0]
+    assert again.rerun(1) is None
