@@ -89,6 +89,7 @@ def _compile(pattern: str) -> pathspec.PathSpec[pathspec.Pattern]:
     return pathspec.PathSpec.from_lines("gitignore", ["/" + pattern])
 
 
+@lru_cache(maxsize=4096)
 def glob_problem(pattern: str) -> str | None:
     """Why `pattern` cannot be used as a workspace glob, or None."""
     if not pattern.strip():
@@ -133,15 +134,16 @@ class ScopeRules(msgspec.Struct, frozen=True):
                     raise ScopePatternError(f"{field}[{i}]", pattern, problem)
         return cls(allowed=view.allowed_paths, forbidden=view.forbidden_paths)
 
-    def is_allowed(self, path: str) -> bool:
-        return any(matches(p, path) for p in self.allowed)
-
     def check(self, path: str) -> ScopeCheck:
-        """Allowed-ness and the forbidden globs `path` matches (forbidden wins over allowed)."""
+        """Allowed-ness and the forbidden globs `path` matches (forbidden wins over allowed).
+        An unsafe path is allowed by nothing."""
+        norm = normalize_path(path)
+        if norm is None:
+            return ScopeCheck(file=path, allowed=False)
         return ScopeCheck(
             file=path,
-            allowed=self.is_allowed(path),
-            forbidden_matches=[p for p in self.forbidden if matches(p, path)],
+            allowed=any(_compile(p).match_file(norm) for p in self.allowed),
+            forbidden_matches=[p for p in self.forbidden if _compile(p).match_file(norm)],
         )
 
 
