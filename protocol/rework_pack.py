@@ -2,7 +2,9 @@
 
 Built deterministically from the review (same review, same bytes) so a rework is a reproducible
 instruction, not hand-written feedback. Failed gates and acceptance criteria are quoted
-verbatim, as the original's rework ticket requires.
+verbatim, as the original's rework ticket requires. `review_verdict` says whether the review
+asked for a rework (REWORK, which the engine dispatches) or stopped the task (FAIL: the pack
+then only documents what went wrong, for a person to act on).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from .ids import SafeId
-from .qa_review import QAReason
+from .qa_review import QAReason, ReviewVerdict
 from .step_pack import DependencyPolicy
 
 PosInt = Annotated[int, msgspec.Meta(ge=1)]
@@ -48,3 +50,4 @@ class ReworkPack(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     rerun_commands: list[str] = []
     acceptance_criteria: list[str] = []
     review_ref: str | None = None
+    review_verdict: ReviewVerdict = ReviewVerdict.REWORK

@@ -1,9 +1,11 @@
 """The `runner` command line. Each module holds the commands of one area."""
 
 from ._group import main
+from .kernel_review_cmds import review_step
 from .protocol_cmds import schema, validate
 
 main.add_command(validate)
 main.add_command(schema)
+main.add_command(review_step)
 
 __all__ = ["main"]

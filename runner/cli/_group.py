@@ -8,11 +8,15 @@ import click
 
 from protocol import ProtocolError
 from runner import __version__
+from runner.facts import FactsError
 from runner.log import LEVELS, configure_logging
 
 # Exit codes: 0 success; 1 a check ran and failed; 2 bad input or usage (as click uses 2).
 EXIT_INPUT = 2
-ERROR_EXIT_CODES: list[tuple[type[BaseException], int]] = [(ProtocolError, EXIT_INPUT)]
+ERROR_EXIT_CODES: list[tuple[type[BaseException], int]] = [
+    (ProtocolError, EXIT_INPUT),
+    (FactsError, EXIT_INPUT),
+]
 
 
 class RunnerGroup(click.Group):
