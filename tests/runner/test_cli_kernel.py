@@ -542,3 +542,25 @@ def test_the_real_binary_runs_the_commands(tmp_path: Path) -> None:
     assert (
         run.returncode == 2 and "cannot read file" in run.stderr and "Traceback" not in run.stderr
     )
+
+
+def test_every_file_written_is_a_known_payload_kind(tmp_path: Path) -> None:
+    queue = tmp_path / "q.json"
+    assert negotiate(tmp_path, "--queue-path", queue).exit_code == 0
+    assert prepare_next(tmp_path, "R1").exit_code == 0
+    task = write(tmp_path / "task.json", RISKY)
+    assert prepare(task, tmp_path / "contract").exit_code == 0
+    expected = {
+        "q.json": "task-queue",
+        "progress/plan_snapshot.json": "plan-snapshot",
+        "progress/boundary_snapshot.json": "boundary-snapshot",
+        "progress/scoreboard.json": "scoreboard",
+        "progress/trends.json": "trends",
+        "out/R1/step_pack.json": "step-pack",
+        "out/R1/preparation.json": "preparation",
+        "contract/conformance_report.json": "conformance-report",
+    }
+    for name, kind in expected.items():
+        result = invoke("validate", tmp_path / name)
+        assert (result.exit_code, result.output.strip()) == (0, f"ok: {kind}"), name
+        assert invoke("schema", kind).exit_code == 0
