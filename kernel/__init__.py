@@ -5,7 +5,17 @@ No I/O here: the runner gathers facts (git, files, exit codes) and passes them i
 
 from protocol.attempts import AttemptKind, AttemptPointer, classify, next_pointers
 
-from . import contract, guard, intake, negotiation, planner, scoreboard, snapshot, triage
+from . import (
+    contract,
+    guard,
+    intake,
+    negotiation,
+    planner,
+    preparation,
+    scoreboard,
+    snapshot,
+    triage,
+)
 from .contract import ContractBundle, compile_contract
 from .errors import (
     CannotPlan,
@@ -23,6 +33,7 @@ from .errors import (
 from .guard import GuardRefused, Violation, check_pack, enforce
 from .negotiation import Negotiated, negotiate, queue_tasks
 from .planner import plan_step
+from .preparation import PackMismatch, Prepared, prepare, prepare_task
 from .scoreboard import append_trend, score, summary_markdown
 from .triage import (
     AttemptOutcome,
@@ -52,6 +63,8 @@ __all__ = [
     "KernelError",
     "Negotiated",
     "NotEligible",
+    "PackMismatch",
+    "Prepared",
     "QueueInvalid",
     "RequirementsInvalid",
     "Selection",
@@ -75,6 +88,9 @@ __all__ = [
     "next_pointers",
     "plan_step",
     "planner",
+    "preparation",
+    "prepare",
+    "prepare_task",
     "queue_tasks",
     "record_attempt",
     "record_rework",
