@@ -33,6 +33,7 @@ from protocol import (
     QueueTask,
     TaskIntake,
     TaskQueue,
+    is_safe_id,
     scope_pattern_problem,
 )
 
@@ -220,9 +221,21 @@ def _parse(
                 problems.append(f"line {number}: task heading must read '### KEY: Title'")
                 current = None
                 continue
+            key = match.group(1)
             current = _Block(number, _TASK_LISTS, _TASK_SCALARS)
             current.values["title"] = match.group(2).strip()
-            tasks.append((match.group(1), current))
+            first = next((b.line for k, b in tasks if k == key), None)
+            if not is_safe_id(key):
+                problems.append(
+                    f"line {number}: task key {key!r} is not a safe id (1-128 of [A-Za-z0-9._-], "
+                    "starting with a letter or digit, no '..')"
+                )
+                current = None
+            elif first is not None:
+                problems.append(f"line {number}: task key {key!r} already used at line {first}")
+                current = None
+            else:
+                tasks.append((key, current))
             continue
         if section == "goal":
             goal.append(raw.strip())

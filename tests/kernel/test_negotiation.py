@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kernel import intake as ki
 from kernel.errors import RequirementsInvalid, SnapshotTampered
@@ -101,6 +103,8 @@ BAD = [
      ["$.commands_to_run[0]", "shell control syntax"]),
     (b"- `src/report/**`\n", b"- /etc/**\n", ["allowed_paths[0]: path pattern '/etc/**' is"]),
     (b"### T-2: Document the flag", b"### Document the flag", ["task heading must read"]),
+    (b"### T-2: Document the flag", b"### ../x: Document", ["line 41: task key '../x' is not"]),
+    (b"### T-2: Document the flag", b"### T-1: Again", ["task key 'T-1' already used at line 26"]),
     (b"route:\n- write the docs\n", b"route: write the docs\n", ["'route' is a list"]),
     (b"target: docs/report.md shows --json\n", b"target:\n", ["'target' needs a value"]),
     (b"priority: 0\n", b"priority: 0\npriority: 1\n", ["'priority' given twice"]),
@@ -156,3 +160,22 @@ def test_plan_snapshot_is_its_own_kind() -> None:
     plan = negotiate(example()).plan
     assert detect_kind(encode_pretty(plan)) == "plan-snapshot"
     assert decode(encode_pretty(plan), PlanSnapshot) == plan
+
+
+LINES = st.sampled_from(
+    ["# T", "## Goal", "## Boundary", "## Tasks", "### T-1: a", "### T-2: b", "### x", "```",
+     "allowed_paths:", "- src/**", "- ", "allowed_commands:", "- make", "target: t", "route:",
+     "acceptance:", "- AC1: ok", "depends_on: T-1, T-2", "priority: x", "colour: blue", "text",
+     "forbidden_paths:", "- /abs", "dependency_mode: nope", ""]
+)  # fmt: skip
+
+
+@settings(max_examples=200)
+@given(st.lists(LINES, max_size=40))
+def test_any_document_negotiates_or_is_refused_cleanly(lines: list[str]) -> None:
+    try:
+        result = negotiate("\n".join(lines).encode())
+    except RequirementsInvalid as err:
+        assert err.problems
+    else:
+        assert verify_plan(result.plan) and verify_boundary(result.boundary)
