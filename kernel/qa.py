@@ -126,7 +126,7 @@ def review(
     (`kernel.CLAIMS_ONLY`), and then lists what it could not check in `unchecked`.
     """
     view = pack.view
-    rules = check_pack(pack)
+    rules = scope_rules_of(pack)
 
     issues = _worker_issues(view, result)
     missing, unexpected, unmet, ac_issues = _acceptance(view, result)
@@ -184,7 +184,7 @@ def primary_reason(review: QAReview) -> QAReason:
     return min(review.reason_codes, key=_PRIORITY.__getitem__)
 
 
-def check_pack(pack: StepPack) -> ScopeRules:
+def scope_rules_of(pack: StepPack) -> ScopeRules:
     """The pack's scope rules, once every glob in it (scope and evidence patterns) is known to
     be usable; raises `ScopePatternError` naming the first that is not. Call it before
     gathering facts, so a bad pack fails before any work is done."""

@@ -12,11 +12,34 @@ from .attempts import (
     next_pointers,
 )
 from .codec import convert, decode, encode, encode_pretty, read, to_builtins
+from .contract import ConformanceReport, HeadingCheck
 from .errors import ProtocolError
 from .ids import MAX_ID_LENGTH, SafeId, check_id, is_safe_id
-from .intake import RiskFlag, TaskIntake, Tier
+from .intake import (
+    IntakeProblem,
+    IntakeProblemCode,
+    RiskFlag,
+    RoutingRule,
+    TaskIntake,
+    Tier,
+    TierDecision,
+    TierReason,
+    TierRules,
+)
 from .kinds import KINDS, decode_kind, detect_kind, schema
 from .outcome import EndReason, StepOutcome
+from .progress import (
+    BoundarySnapshot,
+    LastSelected,
+    PlannedTask,
+    PlanSnapshot,
+    Preparation,
+    PreparedFile,
+    Scoreboard,
+    StatusCounts,
+    TrendPoint,
+    Trends,
+)
 from .qa_review import (
     CommandCheck,
     Finding,
@@ -28,7 +51,7 @@ from .qa_review import (
     ReviewVerdict,
     ScopeCheck,
 )
-from .queue import QueueTask, TaskQueue, TaskStatus
+from .queue import QueueTask, Spend, TaskQueue, TaskStatus
 from .rework_pack import FailedGate, ReworkPack, ReworkScope
 from .step_pack import (
     ARTIFACTS_ROOT,
@@ -58,8 +81,10 @@ __all__ = [
     "AttemptKind",
     "AttemptOrderError",
     "AttemptPointer",
+    "BoundarySnapshot",
     "CommandCheck",
     "CommandRecord",
+    "ConformanceReport",
     "Criterion",
     "DependencyPolicy",
     "EndReason",
@@ -68,9 +93,17 @@ __all__ = [
     "Finding",
     "Gate",
     "GateResult",
+    "HeadingCheck",
+    "IntakeProblem",
+    "IntakeProblemCode",
+    "LastSelected",
     "PathCheck",
     "PatternResult",
+    "PlanSnapshot",
+    "PlannedTask",
     "Precondition",
+    "Preparation",
+    "PreparedFile",
     "ProtocolError",
     "QAReason",
     "QAReview",
@@ -80,11 +113,15 @@ __all__ = [
     "ReworkPack",
     "ReworkScope",
     "RiskFlag",
+    "RoutingRule",
     "RuntimePolicy",
     "SafeId",
     "Scope",
     "ScopeCheck",
     "ScopeGuard",
+    "Scoreboard",
+    "Spend",
+    "StatusCounts",
     "StepOutcome",
     "StepPack",
     "StepPackView",
@@ -93,6 +130,11 @@ __all__ = [
     "TaskQueue",
     "TaskStatus",
     "Tier",
+    "TierDecision",
+    "TierReason",
+    "TierRules",
+    "TrendPoint",
+    "Trends",
     "Usage",
     "Verdict",
     "VerificationResult",

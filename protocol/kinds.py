@@ -7,9 +7,11 @@ from typing import Any
 import msgspec
 
 from .codec import decode
+from .contract import ConformanceReport
 from .errors import ProtocolError
-from .intake import TaskIntake
+from .intake import TaskIntake, TierDecision, TierRules
 from .outcome import StepOutcome
+from .progress import BoundarySnapshot, PlanSnapshot, Preparation, Scoreboard, Trends
 from .qa_review import QAReview
 from .queue import QueueTask, TaskQueue
 from .rework_pack import ReworkPack
@@ -25,6 +27,14 @@ KINDS: dict[str, type[Any]] = {
     "task-queue": TaskQueue,
     "queue-task": QueueTask,
     "step-outcome": StepOutcome,
+    "tier-rules": TierRules,
+    "tier-decision": TierDecision,
+    "conformance-report": ConformanceReport,
+    "scoreboard": Scoreboard,
+    "trends": Trends,
+    "plan-snapshot": PlanSnapshot,
+    "boundary-snapshot": BoundarySnapshot,
+    "preparation": Preparation,
 }
 
 
@@ -48,11 +58,17 @@ def detect_kind(raw: bytes, *, source: str | None = None) -> str:
         ("step-pack", task_kind == "step" or ({"step_id", "AC"} & keys and "run_id" in keys)),
         ("qa-review", "reason_codes" in keys),
         ("step-result", {"verdict", "reason_code"} <= keys),
+        ("plan-snapshot", {"goal", "tasks"} <= keys),
         ("task-queue", "tasks" in keys),
         ("step-outcome", {"reason", "duration_ms"} <= keys),
         ("task-intake", "task_title" in keys),
         ("ledger-event", "event_hash" in keys),
         ("queue-task", {"key", "title"} <= keys),
+        ("boundary-snapshot", "allowed_commands" in keys),
+        ("scoreboard", {"counts", "last_selected"} <= keys),
+        ("trends", "points" in keys),
+        ("conformance-report", {"headings", "conformant"} <= keys),
+        ("preparation", {"decision", "files"} <= keys),
     ]
     for name, hit in guesses:
         if hit and name in KINDS:

@@ -1,4 +1,8 @@
-"""The triage queue file (``progress/task_queue.json``) and its tasks."""
+"""The triage queue file (``progress/task_queue.json``) and its tasks.
+
+The shape only; the rules (legal transitions, eligibility, selection order, dependency checks)
+are the kernel's (`kernel.triage`), so that every writer of the queue applies the same ones.
+"""
 
 from __future__ import annotations
 
@@ -23,8 +27,25 @@ class TaskStatus(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
+class Spend(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What a task's attempts cost so far, summed from the agents' usage reports.
+
+    Cost is an integer in millionths of a dollar (the ledger stores no floats); None when no
+    attempt reported a cost.
+    """
+
+    input_tokens: NonNegInt = 0
+    output_tokens: NonNegInt = 0
+    cost_micro_usd: NonNegInt | None = None
+
+
 class QueueTask(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """One task in the queue. Its position in `TaskQueue.tasks` is its insertion order."""
+    """One task in the queue. Its position in `TaskQueue.tasks` is its insertion order.
+
+    `priority`: lower runs first (0 is the most urgent, as in P0, P1, ...). `attempts` counts
+    attempts started (an attempt is counted when the task is claimed, so a crash mid-attempt
+    still uses one up). `reworks` counts rework rounds inside those attempts.
+    """
 
     key: SafeId
     title: str
@@ -39,6 +60,7 @@ class QueueTask(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     intake: TaskIntake | None = None
     last_reason: str | None = None
     updated_at: str | None = None
+    spend: Spend | None = None
 
 
 class TaskQueue(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -1,11 +1,16 @@
 """The `runner` command line. Each module holds the commands of one area."""
 
 from ._group import main
+from .kernel_cmds import negotiate, prepare, prepare_next, queue
 from .kernel_review_cmds import review_step
 from .protocol_cmds import schema, validate
 
 main.add_command(validate)
 main.add_command(schema)
 main.add_command(review_step)
+main.add_command(prepare)
+main.add_command(negotiate)
+main.add_command(prepare_next)
+main.add_command(queue)
 
 __all__ = ["main"]

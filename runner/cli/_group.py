@@ -6,16 +6,25 @@ from typing import Any
 
 import click
 
+from kernel import GuardRefused, KernelError
 from protocol import ProtocolError
 from runner import __version__
 from runner.facts import FactsError
 from runner.log import LEVELS, configure_logging
+from runner.progress import ProgressError, QueueLocked, SnapshotFrozen
 
 # Exit codes: 0 success; 1 a check ran and failed; 2 bad input or usage (as click uses 2).
 EXIT_INPUT = 2
+EXIT_CHECK = 1
+# First match wins: a specific type goes before its base.
 ERROR_EXIT_CODES: list[tuple[type[BaseException], int]] = [
     (ProtocolError, EXIT_INPUT),
     (FactsError, EXIT_INPUT),
+    (GuardRefused, EXIT_CHECK),
+    (SnapshotFrozen, EXIT_CHECK),
+    (QueueLocked, EXIT_CHECK),
+    (KernelError, EXIT_INPUT),
+    (ProgressError, EXIT_INPUT),
 ]
 
 

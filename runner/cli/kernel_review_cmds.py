@@ -18,7 +18,7 @@ import anyio
 import click
 
 import protocol
-from kernel import CLAIMS_ONLY, ScopePatternError, build_rework, check_pack, review
+from kernel import CLAIMS_ONLY, ScopePatternError, build_rework, review, scope_rules_of
 from protocol import QAReview, ReviewVerdict, StepPack, StepResult
 from runner.facts import gather_facts
 from runner.files import write_atomic
@@ -96,7 +96,7 @@ def review_step(
     pack = protocol.read(step_pack_file, StepPack)
     result = protocol.read(step_result_file, StepResult)
     try:
-        check_pack(pack)
+        scope_rules_of(pack)
     except ScopePatternError as exc:
         raise protocol.ProtocolError(
             f"unusable pattern {exc.pattern!r}: {exc.reason}",
