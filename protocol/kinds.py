@@ -6,8 +6,10 @@ from typing import Any
 
 import msgspec
 
+from .checkpoint import CheckpointManifest, RollbackReport
 from .codec import decode
 from .errors import ProtocolError
+from .freeze import ControllerProfile, FreezeCheck, FreezeMeta
 from .intake import TaskIntake
 from .outcome import StepOutcome
 from .qa_review import QAReview
@@ -25,6 +27,11 @@ KINDS: dict[str, type[Any]] = {
     "task-queue": TaskQueue,
     "queue-task": QueueTask,
     "step-outcome": StepOutcome,
+    "checkpoint-manifest": CheckpointManifest,
+    "rollback-report": RollbackReport,
+    "freeze-meta": FreezeMeta,
+    "freeze-check": FreezeCheck,
+    "controller-profile": ControllerProfile,
 }
 
 
@@ -53,6 +60,11 @@ def detect_kind(raw: bytes, *, source: str | None = None) -> str:
         ("task-intake", "task_title" in keys),
         ("ledger-event", "event_hash" in keys),
         ("queue-task", {"key", "title"} <= keys),
+        ("checkpoint-manifest", {"checkpoint_id", "entries"} <= keys),
+        ("rollback-report", {"checkpoint_id", "unchanged"} <= keys),
+        ("freeze-meta", "source_draft_sha256" in keys),
+        ("freeze-check", {"decision", "reason"} <= keys),
+        ("controller-profile", {"backend", "dialogue_sha256"} <= keys),
     ]
     for name, hit in guesses:
         if hit and name in KINDS:

@@ -12,8 +12,12 @@ import tempfile
 from pathlib import Path
 
 
-def write_atomic(path: str | Path, data: bytes) -> Path:
-    """Replace `path` with `data` atomically and durably; creates parent directories."""
+def write_atomic(path: str | Path, data: bytes, *, mode: int | None = None) -> Path:
+    """Replace `path` with `data` atomically and durably; creates parent directories.
+
+    `mode` sets the permission bits before the rename, so the file never appears with other
+    bits (the temporary file is created 0o600).
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -21,6 +25,8 @@ def write_atomic(path: str | Path, data: bytes) -> Path:
         with os.fdopen(fd, "wb") as tmp:
             tmp.write(data)
             tmp.flush()
+            if mode is not None:
+                os.fchmod(tmp.fileno(), mode)
             os.fsync(tmp.fileno())
         Path(tmp_name).replace(target)
     except BaseException:

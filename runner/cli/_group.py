@@ -8,11 +8,17 @@ import click
 
 from protocol import ProtocolError
 from runner import __version__
+from runner.checkpoint import CheckpointError
 from runner.log import LEVELS, configure_logging
+from runner.requirements import RequirementsError
 
 # Exit codes: 0 success; 1 a check ran and failed; 2 bad input or usage (as click uses 2).
 EXIT_INPUT = 2
-ERROR_EXIT_CODES: list[tuple[type[BaseException], int]] = [(ProtocolError, EXIT_INPUT)]
+ERROR_EXIT_CODES: list[tuple[type[BaseException], int]] = [
+    (ProtocolError, EXIT_INPUT),
+    (CheckpointError, EXIT_INPUT),
+    (RequirementsError, EXIT_INPUT),
+]
 
 
 class RunnerGroup(click.Group):
