@@ -56,8 +56,10 @@ _LABELS: list[tuple[re.Pattern[str], str]] = [
         (r"open questions?|questions?|unknowns?|tbd", "open_questions"),
     ]
 ]
-_LABEL_LINE = re.compile(r"^\s*(?:#{1,6}\s*)?(?:\*\*)?(?P<label>[A-Za-z][A-Za-z -]{1,40}?)"
-                         r"(?:\*\*)?\s*(?::\s*(?P<rest>.*)|$)")  # fmt: skip
+_LABEL_LINE = re.compile(
+    r"^\s*(?:#{1,6}\s*)?(?:\*\*)?(?P<label>[A-Za-z][A-Za-z -]{1,40}?)(?:\*\*)?\s*"
+    r"(?::(?:\*\*)?\s*(?P<rest>.*)|$)"
+)
 _SPEAKER = re.compile(
     r"^\s*(?:\*\*)?(?P<name>[A-Za-z][\w .'-]{0,30}?)(?:\*\*)?\s*:\s+(?P<text>.*)$"
 )

@@ -96,11 +96,15 @@ def plan_rollback(manifest: CheckpointManifest, observed: Mapping[str, Observed]
     delete: set[str] = set()
     remove_dirs: set[str] = set()
 
-    # Extras: in a checkpointed tree, whatever the manifest does not list goes.
+    # Extras: in a checkpointed tree, whatever the manifest does not list goes, and so does a
+    # directory standing where the manifest has something else.
     for path, there in observed.items():
-        if path in wanted or not any(is_under(path, t) for t in manifest.trees):
+        if path == "." or not any(is_under(path, t) for t in manifest.trees):
             continue
-        if path == "." or is_excluded(path, manifest.exclude):
+        if is_excluded(path, manifest.exclude):
+            continue
+        entry = wanted.get(path)
+        if entry is not None and (there.kind != "dir" or isinstance(entry, DirEntry)):
             continue
         if there.kind == "dir":
             if not there.holds_excluded:
@@ -120,6 +124,10 @@ def plan_rollback(manifest: CheckpointManifest, observed: Mapping[str, Observed]
 
     for path, entry in wanted.items():
         seen = observed.get(path)
+        if seen is not None and goes_away(path):
+            if isinstance(entry, AbsentEntry):
+                continue  # the extras pass removes it
+            seen = None
         if isinstance(entry, AbsentEntry):
             if seen is None:
                 unchanged.append(path)

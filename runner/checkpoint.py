@@ -317,16 +317,14 @@ def rollback(
     if manifest.workspace != str(ws):
         raise WorkspaceMismatch(checkpoint_id, manifest.workspace, ws)
     for entry in manifest.entries:
-        _check_inside(ws, entry.path, store)
         if isinstance(entry, LinkEntry):
             _check_link(ws, entry.path, entry.target)
-    for root in manifest.trees:
-        _check_inside(ws, root, store)
 
     excluded = _unique([*manifest.exclude, *_store_exclusion(ws, store)])
     plan = plan_rollback(manifest, _observe_for(ws, manifest, excluded))
     if plan.conflicts:
         raise RollbackConflict(checkpoint_id, [(c.path, c.reason) for c in plan.conflicts])
+    _check_plan(ws, plan, store)
     report = _apply(ws, store, manifest, plan)
     log.info(
         "checkpoint.rolled_back",
@@ -520,27 +518,57 @@ def _observe(ws: Path, rel: str, *, follow: bool = False) -> Observed | None:
 def _observe_for(
     ws: Path, manifest: CheckpointManifest, excluded: list[str]
 ) -> dict[str, Observed]:
-    """What `plan_rollback` needs: each entry (not followed), everything under the trees (not
-    followed) and each entry's ancestors (followed: a linked directory inside is a directory)."""
+    """What `plan_rollback` needs: everything under the trees and each entry (links not
+    followed), and each entry's ancestors outside the trees (followed: a linked directory is a
+    directory; `_check_plan` makes sure it resolves inside the workspace).
+
+    Nothing is observed through an ancestor that is not a directory: if a tree's directory was
+    replaced by a link, what lies behind the link is not the workspace's business.
+    """
     observed: dict[str, Observed] = {}
     for root in manifest.trees:
         for rel, kind, holds in _walk(ws, root, excluded):
             seen = (
-                _observe(ws, rel) if kind != "dir" else Observed(rel, "dir", holds_excluded=holds)
+                Observed(rel, "dir", holds_excluded=holds) if kind == "dir" else _observe(ws, rel)
             )
             if seen is not None:
                 observed[rel] = seen
-    for entry in manifest.entries:
-        if entry.path not in observed:
-            seen = _observe(ws, entry.path)
-            if seen is not None:
-                observed[entry.path] = seen
+    for entry in sorted(manifest.entries, key=lambda e: e.path):
+        visible = True
         for parent in parents(entry.path):
             if parent not in observed:
                 above = _observe(ws, parent, follow=True)
-                if above is not None:
-                    observed[parent] = above
+                if above is None:
+                    visible = False
+                    break
+                observed[parent] = above
+            if observed[parent].kind != "dir":
+                visible = False
+                break
+        if visible and entry.path not in observed:
+            seen = _observe(ws, entry.path)
+            if seen is not None:
+                observed[entry.path] = seen
     return observed
+
+
+def _check_plan(ws: Path, plan: RollbackPlan, store: CheckpointStore) -> None:
+    """Every path the plan touches lies, once its new directories exist, inside the workspace
+    and outside the store; every link it writes points inside. Checked before any change."""
+    made = set(plan.make_dirs)
+    writes: list[FileEntry | LinkEntry] = [*plan.recreate, *plan.rewrite, *plan.chmod]
+    for rel in [*plan.delete, *plan.remove_dirs, *plan.make_dirs, *(e.path for e in writes)]:
+        # The deepest ancestor the plan does not create exists now: resolve it, append the rest.
+        parts = rel.split("/")
+        keep = max((i for i, p in enumerate(parents(rel), 1) if p not in made), default=0)
+        anchor = Path(os.path.realpath(ws.joinpath(*parts[:keep])))
+        if not anchor.is_relative_to(ws):
+            raise UnsafePath(rel, f"its directory resolves to {anchor}, outside the workspace")
+        if anchor.joinpath(*parts[keep:]).is_relative_to(store.root.resolve()):
+            raise UnsafePath(rel, "inside the checkpoint store")
+    for entry in writes:
+        if isinstance(entry, LinkEntry):
+            _check_link(ws, entry.path, entry.target)
 
 
 def _sha256_of_file(path: Path) -> str:

@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import os
 import re
+import shlex
 import signal
 import subprocess
 from collections.abc import Sequence
@@ -83,7 +84,9 @@ class ControllerFailed(RequirementsError):
         self.stderr = stderr
         tail = stderr.strip().splitlines()[-3:]
         said = f"; stderr: {' | '.join(tail)}" if tail else ""
-        super().__init__(f"controller command {argv[0]!r} {reason}{said}")
+        shown = shlex.join(argv)
+        shown = shown if len(shown) <= 160 else shown[:157] + "..."
+        super().__init__(f"controller command `{shown}` {reason}{said}")
 
 
 class DraftEdited(RequirementsError):
