@@ -123,7 +123,7 @@ class _Labelled(msgspec.Struct):
     text: str
 
 
-def extract(dialogue: str) -> RequirementsDraft:
+def draft_from_dialogue(dialogue: str) -> RequirementsDraft:
     """Classify the dialogue's statements into the sections of a requirements draft."""
     found: dict[str, list[str]] = {name: [] for name, _ in SECTIONS}
     pieces = _pieces(dialogue)
@@ -137,7 +137,7 @@ def extract(dialogue: str) -> RequirementsDraft:
     return RequirementsDraft(**{name: _unique(items) for name, items in found.items()})
 
 
-def render(draft: RequirementsDraft, *, generator: str) -> str:
+def render_draft(draft: RequirementsDraft, *, generator: str) -> str:
     """The draft as markdown, one ``##`` section per kind, in a fixed order."""
     lines = [
         "# Requirements (draft)",

@@ -40,7 +40,7 @@ class FreezeFacts(msgspec.Struct, frozen=True):
     version_hashes: dict[int, str] = {}
 
 
-def assess(facts: FreezeFacts) -> FreezeCheck:
+def assess_freeze(facts: FreezeFacts) -> FreezeCheck:
     """May execution start? Approved and current, or blocked with the first reason found."""
     meta = facts.meta
     if meta is None:
@@ -48,7 +48,8 @@ def assess(facts: FreezeFacts) -> FreezeCheck:
             return _blocked(FreezeReason.META_INVALID, f"{META_FILE}: {facts.meta_problem}")
         return _blocked(
             FreezeReason.NOT_FROZEN,
-            f"no {META_FILE}: run `runner requirements freeze --approve --approved-by NAME`",
+            f"no {META_FILE}: run `runner requirements freeze --input-dir DIR --approve "
+            "--approved-by NAME`",
         )
 
     def blocked(reason: FreezeReason, detail: str) -> FreezeCheck:
@@ -71,7 +72,7 @@ def assess(facts: FreezeFacts) -> FreezeCheck:
         return blocked(
             FreezeReason.UNAPPROVED,
             f"freeze v{meta.version} is not approved: run `runner requirements freeze "
-            "--approve --approved-by NAME`",
+            "--input-dir DIR --approve --approved-by NAME`",
         )
     return _check(
         FreezeDecision.EXECUTION_STARTED,

@@ -7,7 +7,7 @@ the campaign makes before it runs anything.
 - `freeze_requirements` writes ``requirements.vN.md``, ``requirements.current.md`` and
   ``freeze_meta.json`` (`kernel.freeze.plan_freeze` decides what to do).
 - `check_freeze` answers ``execution_started`` or ``execution_blocked_unapproved`` with a
-  reason (`kernel.freeze.assess`); `runner campaign --require-freeze` records it.
+  reason (`kernel.freeze.assess_freeze`); `runner campaign --require-freeze` records it.
 
 Every write is atomic; bad input raises a `RequirementsError` naming the file and the reason
 before anything is written; nothing people wrote is overwritten without ``--force``.
@@ -29,8 +29,8 @@ from pathlib import Path
 import anyio
 import anyio.abc
 
-from kernel.dialogue import extract, render
-from kernel.freeze import FreezeAction, FreezeFacts, FreezePlan, assess, plan_freeze
+from kernel.dialogue import draft_from_dialogue, render_draft
+from kernel.freeze import FreezeAction, FreezeFacts, FreezePlan, assess_freeze, plan_freeze
 from protocol import (
     CURRENT_FILE,
     DRAFT_FILE,
@@ -133,7 +133,8 @@ async def draft_requirements(
     else:
         backend = ControllerBackend.HEURISTIC
         label = controller_model or HEURISTIC_MODEL
-        markdown = render(extract(dialogue), generator=f"the heuristic controller ({label})")
+        generator = f"the heuristic controller ({label})"
+        markdown = render_draft(draft_from_dialogue(dialogue), generator=generator)
     data = markdown.encode()
     model = controller_model or (HEURISTIC_MODEL if controller_command is None else None)
     profile = ControllerProfile(
@@ -351,7 +352,7 @@ def _approver(name: str | None) -> str:
 def check_freeze(input_dir: str | os.PathLike[str]) -> FreezeCheck:
     """May execution start? Approved and current, or blocked with the reason. Never raises
     for a missing or damaged freeze: that is a blocked answer, not an error."""
-    check = assess(gather_facts(Path(input_dir)))
+    check = assess_freeze(gather_facts(Path(input_dir)))
     log.info(
         "requirements.checked",
         input_dir=str(input_dir),

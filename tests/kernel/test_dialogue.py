@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kernel.dialogue import RequirementsDraft, extract, render
+from kernel.dialogue import RequirementsDraft, draft_from_dialogue, render_draft
 
 DIALOGUE = """\
 User: We need a `report --json` flag so CI can parse the weekly report.
@@ -24,7 +24,7 @@ Open questions:
 
 
 def test_extracts_every_section_from_a_dialogue() -> None:
-    draft = extract(DIALOGUE)
+    draft = draft_from_dialogue(DIALOGUE)
     assert draft.goals == ["We need a `report --json` flag so CI can parse the weekly report."]
     assert "Also the flag must not add new dependencies." in draft.constraints
     assert "Python 3.11 only" in draft.constraints
@@ -53,7 +53,7 @@ Acceptance:
 Allowed paths: src/export/**, tests/
 Forbidden: secrets/*
 """
-    draft = extract(text)
+    draft = draft_from_dialogue(text)
     assert draft.goals == ["Add CSV export"]
     assert draft.acceptance == ["AC3: `make test` passes", "the export round-trips"]
     assert draft.allowed_paths == ["src/export/**", "tests/"]
@@ -62,7 +62,7 @@ Forbidden: secrets/*
 
 def test_render_numbers_criteria_around_stated_ids_and_marks_empty_sections() -> None:
     draft = RequirementsDraft(acceptance=["AC1: first", "second", "AC-3: third"])
-    text = render(draft, generator="test")
+    text = render_draft(draft, generator="test")
     assert "- AC1: first\n- AC2: second\n- AC3: third\n" in text
     assert text.count("_None stated._") == 5
     assert text.index("## Goals") < text.index("## Open Questions")
@@ -70,15 +70,16 @@ def test_render_numbers_criteria_around_stated_ids_and_marks_empty_sections() ->
 
 
 def test_same_dialogue_same_draft() -> None:
-    assert render(extract(DIALOGUE), generator="g") == render(extract(DIALOGUE), generator="g")
+    first = render_draft(draft_from_dialogue(DIALOGUE), generator="g")
+    assert render_draft(draft_from_dialogue(DIALOGUE), generator="g") == first
 
 
 def test_uncertainty_is_an_open_question_even_when_answered() -> None:
-    draft = extract("User: The retention period is TBD.\nBob: The period is fine.\n")
+    draft = draft_from_dialogue("User: The retention period is TBD.\nBob: The period is fine.\n")
     assert draft.open_questions == ["The retention period is TBD."]
 
 
 @given(st.text(max_size=400))
 def test_any_text_gives_a_draft(text: str) -> None:
-    out = render(extract(text), generator="g")
+    out = render_draft(draft_from_dialogue(text), generator="g")
     assert out.startswith("# Requirements (draft)")

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from kernel.freeze import FreezeAction, FreezeFacts, assess, plan_freeze
+from kernel.freeze import FreezeAction, FreezeFacts, assess_freeze, plan_freeze
 from protocol import FreezeDecision, FreezeMeta, FreezeReason
 
 H1 = "1" * 64
@@ -49,7 +49,7 @@ def facts(meta: FreezeMeta | None = APPROVED, **kw: object) -> FreezeFacts:
     ],
 )
 def test_assess(given: FreezeFacts, reason: FreezeReason) -> None:
-    check = assess(given)
+    check = assess_freeze(given)
     assert check.reason is reason
     expected = (
         FreezeDecision.EXECUTION_STARTED
@@ -62,8 +62,8 @@ def test_assess(given: FreezeFacts, reason: FreezeReason) -> None:
 
 
 def test_assess_notes_a_draft_changed_since_the_freeze() -> None:
-    assert not assess(facts()).draft_changed
-    check = assess(facts(draft_sha256=H2))
+    assert not assess_freeze(facts()).draft_changed
+    check = assess_freeze(facts(draft_sha256=H2))
     assert check.allowed and check.draft_changed
 
 
