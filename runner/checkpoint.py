@@ -24,13 +24,15 @@ The functions are synchronous (plain file I/O); async callers run them with
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import secrets
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 from kernel.rollback import Observed, RollbackPlan, is_excluded, parents, plan_rollback
 from protocol import (
@@ -56,6 +58,9 @@ DEFAULT_EXCLUDE = (".git",)
 _BLOB_MODE = 0o444
 _MANIFEST_MODE = 0o644
 _CHUNK = 1 << 20
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 log = get_logger("runner.checkpoint")
 
@@ -198,12 +203,31 @@ class CheckpointStore:
         return good, bad
 
 
+def _os_errors(doing: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Turn an `OSError` (permissions, a full disk, a file swapped under us) into a
+    `CheckpointError` that says what was being done and to which file."""
+
+    def decorate(func: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(func)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return func(*args, **kwargs)
+            except OSError as exc:
+                where = f"{exc.filename}: " if exc.filename else ""
+                raise CheckpointError(f"{doing}: {where}{exc.strerror or exc}") from exc
+
+        return wrapper
+
+    return decorate
+
+
 def manifest_digest(manifest: CheckpointManifest) -> str:
     """SHA-256 of the manifest's canonical JSON: record it (in the ledger) at creation and
     pass it to `rollback` as `expected_digest` to refuse a manifest edited since."""
     return hashlib.sha256(encode(manifest)).hexdigest()
 
 
+@_os_errors("cannot checkpoint")
 def create_checkpoint(
     workspace: str | os.PathLike[str],
     paths: Iterable[str] = (),
@@ -279,6 +303,7 @@ def create_checkpoint(
     return manifest
 
 
+@_os_errors("cannot verify the checkpoint")
 def verify_checkpoint(
     checkpoint_id: str,
     *,
@@ -297,6 +322,7 @@ def verify_checkpoint(
     return manifest
 
 
+@_os_errors("cannot roll back (nothing was changed)")
 def rollback(
     workspace: str | os.PathLike[str],
     checkpoint_id: str,
@@ -337,6 +363,7 @@ def rollback(
     return report
 
 
+@_os_errors("rollback stopped part-way; fix the cause and run it again to finish")
 def _apply(
     ws: Path, store: CheckpointStore, manifest: CheckpointManifest, plan: RollbackPlan
 ) -> RollbackReport:

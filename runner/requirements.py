@@ -22,7 +22,7 @@ import re
 import shlex
 import signal
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -105,6 +105,17 @@ class FreezeRefused(RequirementsError):
         super().__init__(f"{input_dir}: {reason}")
 
 
+@contextlib.contextmanager
+def _os_errors(doing: str) -> Iterator[None]:
+    """An `OSError` (permissions, a full disk, a file where a directory should be) becomes a
+    `RequirementsError` saying what was being done and to which file."""
+    try:
+        yield
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise RequirementsError(f"{doing}: {where}{exc.strerror or exc}") from exc
+
+
 # --- draft ----------------------------------------------------------------------------------
 
 
@@ -147,8 +158,9 @@ async def draft_requirements(
         timeout_sec=timeout_sec if controller_command is not None else None,
     )
     # The draft first: a profile never describes a draft that is not there.
-    write_atomic(out / DRAFT_FILE, data, mode=_DOC_MODE)
-    write_atomic(out / PROFILE_FILE, encode_pretty(profile), mode=_DOC_MODE)
+    with _os_errors("cannot write the draft"):
+        write_atomic(out / DRAFT_FILE, data, mode=_DOC_MODE)
+        write_atomic(out / PROFILE_FILE, encode_pretty(profile), mode=_DOC_MODE)
     log.info(
         "requirements.drafted",
         out_dir=str(out),
@@ -168,7 +180,9 @@ def _guard_draft(out: Path, *, force: bool) -> None:
         profile = read(out / PROFILE_FILE, ControllerProfile)
     except ProtocolError:
         raise DraftEdited(draft) from None
-    if _sha256(draft.read_bytes()) != profile.draft_sha256:
+    with _os_errors("cannot read the existing draft"):
+        edited = _sha256(draft.read_bytes()) != profile.draft_sha256
+    if edited:
         raise DraftEdited(draft)
 
 
@@ -319,9 +333,11 @@ def freeze_requirements(
         # Order matters for a crash half-way: the new version file, then current, then the
         # meta. Until the meta is written the check says "edited after freeze" (blocked), and
         # freezing again is allowed because current's text is in a version file.
-        write_atomic(versioned, frozen, mode=_DOC_MODE)
-        write_atomic(directory / CURRENT_FILE, frozen, mode=_DOC_MODE)
-    write_atomic(directory / META_FILE, encode_pretty(meta), mode=_DOC_MODE)
+        with _os_errors("cannot write the freeze"):
+            write_atomic(versioned, frozen, mode=_DOC_MODE)
+            write_atomic(directory / CURRENT_FILE, frozen, mode=_DOC_MODE)
+    with _os_errors("cannot write the freeze"):
+        write_atomic(directory / META_FILE, encode_pretty(meta), mode=_DOC_MODE)
     log.info(
         "requirements.frozen",
         input_dir=str(directory),
@@ -350,8 +366,10 @@ def _approver(name: str | None) -> str:
 
 
 def check_freeze(input_dir: str | os.PathLike[str]) -> FreezeCheck:
-    """May execution start? Approved and current, or blocked with the reason. Never raises
-    for a missing or damaged freeze: that is a blocked answer, not an error."""
+    """May execution start? Approved and current, or blocked with the reason.
+
+    A missing or damaged freeze is a blocked answer, not an error; only a directory the
+    runner cannot read (permissions, I/O) raises `RequirementsError`."""
     check = assess_freeze(gather_facts(Path(input_dir)))
     log.info(
         "requirements.checked",
@@ -365,6 +383,11 @@ def check_freeze(input_dir: str | os.PathLike[str]) -> FreezeCheck:
 
 def gather_facts(directory: Path) -> FreezeFacts:
     """Hash what is in the input directory for the kernel's freeze rules."""
+    with _os_errors(f"cannot read {directory}"):
+        return _gather_facts(directory)
+
+
+def _gather_facts(directory: Path) -> FreezeFacts:
     meta: FreezeMeta | None = None
     problem: str | None = None
     meta_path = directory / META_FILE

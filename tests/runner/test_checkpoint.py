@@ -446,3 +446,12 @@ def test_tree_rollback_restores_any_state_exactly(
     _mutate(ws, change)
     rollback(ws, manifest.checkpoint_id, store=store)
     assert snapshot(ws) == before
+
+
+def test_os_errors_become_checkpoint_errors(tmp_path: Path, ws: Path) -> None:
+    blocker = tmp_path / "store-is-a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(CheckpointError, match=r"cannot checkpoint: .*store-is-a-file"):
+        create_checkpoint(
+            ws, ["README.md"], task_key="T", run_id="R", store=CheckpointStore(blocker)
+        )

@@ -238,3 +238,14 @@ def test_requirements_bad_input_exits_2(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "input").iterdir()) == ["requirements.draft.md"]
     for result in (missing, no_draft, no_name):
         assert "Traceback" not in result.stderr
+
+
+def test_unwritable_out_dir_is_a_clear_error(tmp_path: Path) -> None:
+    dialogue = tmp_path / "dialogue.txt"
+    dialogue.write_text("User: build it\n")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = run("requirements", "draft", "--dialogue-file", str(dialogue),
+                 "--out-dir", str(blocker / "input"))  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "cannot write the draft" in result.stderr and "Traceback" not in result.stderr
