@@ -82,8 +82,8 @@ def checkpoint() -> None:
 @click.option(
     "--exclude",
     multiple=True,
-    help="In trees: a name to skip anywhere, or a relative path prefix (repeatable). "
-    f"[default: {', '.join(DEFAULT_EXCLUDE)}]",
+    help="In trees: a name to skip anywhere, or a relative path prefix (repeatable); "
+    f"added to the defaults: {', '.join(DEFAULT_EXCLUDE)}.",
 )
 @_store_option
 @_workspace_option
@@ -106,7 +106,7 @@ def create(
         run_id=run_id,
         store=_store(workspace, checkpoint_dir),
         trees=trees,
-        exclude=exclude or DEFAULT_EXCLUDE,
+        exclude=(*DEFAULT_EXCLUDE, *exclude),
     )
     if as_json:
         click.echo(protocol.encode_pretty(manifest).decode(), nl=False)

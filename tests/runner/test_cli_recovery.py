@@ -68,14 +68,21 @@ def test_checkpoint_create_list_rollback_in_the_workspace(ws: Path) -> None:
 
 def test_tree_checkpoint_with_explicit_store_and_json(tmp_path: Path, ws: Path) -> None:
     store = tmp_path / "store"
+    (ws / ".git").mkdir()
+    (ws / ".git" / "HEAD").write_text("ref\n")
+    (ws / "node_modules" / "dep").mkdir(parents=True)
     created = run(
         "checkpoint", "create", "--task-key", "T", "--run-id", "R", "--tree", ".",
-        "--checkpoint-dir", str(store), "--workspace", str(ws), "--json",
+        "--exclude", "node_modules", "--checkpoint-dir", str(store), "--workspace", str(ws),
+        "--json",
     )  # fmt: skip
     assert created.returncode == 0, created.stderr
     manifest = json.loads(created.stdout)
     assert manifest["trees"] == ["."]
-    assert {e["path"] for e in manifest["entries"]} >= {"src", "src/parser.py"}
+    assert manifest["exclude"] == [".git", "node_modules"]
+    paths = {e["path"] for e in manifest["entries"]}
+    assert paths >= {"src", "src/parser.py"}
+    assert not any(p.startswith((".git", "node_modules")) for p in paths)
 
     (ws / "junk").mkdir()
     (ws / "junk" / "x").write_text("x")
