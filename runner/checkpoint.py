@@ -248,6 +248,8 @@ def create_checkpoint(
     the workspace, lies inside the store, is a directory given as a file, or is a special file;
     nothing is saved then (blobs already written are harmless: content-addressed, unreferenced).
     """
+    if isinstance(paths, str):
+        raise TypeError("paths is a list of paths, not one string")
     check_id("task key", task_key)
     check_id("run id", run_id)
     ws = _workspace(workspace)

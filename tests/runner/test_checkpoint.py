@@ -455,3 +455,50 @@ def test_os_errors_become_checkpoint_errors(tmp_path: Path, ws: Path) -> None:
         create_checkpoint(
             ws, ["README.md"], task_key="T", run_id="R", store=CheckpointStore(blocker)
         )
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    setup=_ACTIONS,
+    change=_ACTIONS,
+    listed=st.lists(_NAMES, min_size=1, max_size=6, unique=True),
+)
+def test_file_rollback_restores_the_listed_paths_exactly(
+    tmp_path_factory: pytest.TempPathFactory,
+    setup: list[tuple[str, str, bytes]],
+    change: list[tuple[str, str, bytes]],
+    listed: list[str],
+) -> None:
+    base = tmp_path_factory.mktemp("prop")
+    ws = base / "ws"
+    ws.mkdir()
+    store = CheckpointStore(base / "store")
+    _mutate(ws, setup)
+    before = snapshot(ws)
+    # Listed paths that are directories now cannot be file entries: leave them out.
+    files = [p for p in listed if before.get(p, ("file",))[0] != "dir"]
+    if not files:
+        return
+    manifest = create_checkpoint(ws, files, task_key="T", run_id="R", store=store)
+    _mutate(ws, change)
+    try:
+        rollback(ws, manifest.checkpoint_id, store=store)
+    except RollbackConflict:
+        # Only when a directory now stands where a listed path must go.
+        now = snapshot(ws)
+        assert any(
+            now.get(p, ("",))[0] == "dir" or any(now.get(a, ("dir",))[0] != "dir"
+                                                 for a in _ancestors(p))
+            for p in files
+        )  # fmt: skip
+        return
+    after = snapshot(ws)
+    for path in files:
+        assert after.get(path) == before.get(path), path
+
+
+def _ancestors(path: str) -> list[str]:
+    parts = path.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
