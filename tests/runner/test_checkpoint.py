@@ -427,20 +427,29 @@ def _mutate(ws: Path, actions: list[tuple[str, str, bytes]]) -> None:
             continue  # a parent is a file: the action does not apply
 
 
-@settings(
+def _workspace_after(
+    factory: pytest.TempPathFactory, actions: list[tuple[str, str, bytes]]
+) -> tuple[Path, CheckpointStore]:
+    base = factory.mktemp("prop")
+    ws = base / "ws"
+    ws.mkdir()
+    _mutate(ws, actions)
+    return ws, CheckpointStore(base / "store")
+
+
+_PROPERTY = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
+
+
+@_PROPERTY
 @given(setup=_ACTIONS, change=_ACTIONS)
 def test_tree_rollback_restores_any_state_exactly(
     tmp_path_factory: pytest.TempPathFactory,
     setup: list[tuple[str, str, bytes]],
     change: list[tuple[str, str, bytes]],
 ) -> None:
-    base = tmp_path_factory.mktemp("prop")
-    ws = base / "ws"
-    ws.mkdir()
-    store = CheckpointStore(base / "store")
-    _mutate(ws, setup)
+    ws, store = _workspace_after(tmp_path_factory, setup)
     before = snapshot(ws)
     manifest = create_checkpoint(ws, trees=["."], task_key="T", run_id="R", store=store)
     _mutate(ws, change)
@@ -457,9 +466,7 @@ def test_os_errors_become_checkpoint_errors(tmp_path: Path, ws: Path) -> None:
         )
 
 
-@settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@_PROPERTY
 @given(
     setup=_ACTIONS,
     change=_ACTIONS,
@@ -471,11 +478,7 @@ def test_file_rollback_restores_the_listed_paths_exactly(
     change: list[tuple[str, str, bytes]],
     listed: list[str],
 ) -> None:
-    base = tmp_path_factory.mktemp("prop")
-    ws = base / "ws"
-    ws.mkdir()
-    store = CheckpointStore(base / "store")
-    _mutate(ws, setup)
+    ws, store = _workspace_after(tmp_path_factory, setup)
     before = snapshot(ws)
     # Listed paths that are directories now cannot be file entries: leave them out.
     files = [p for p in listed if before.get(p, ("file",))[0] != "dir"]
