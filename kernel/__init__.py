@@ -18,6 +18,7 @@ from . import (
 )
 from .attempts import AttemptCause, cause_after_outcome, cause_after_review, next_attempt
 from .contract import ContractBundle, compile_contract
+from .dialogue import RequirementsDraft, draft_from_dialogue, render_draft
 from .errors import (
     CannotPlan,
     DuplicateTask,
@@ -32,12 +33,14 @@ from .errors import (
     UnknownTask,
 )
 from .facts import CLAIMS_ONLY, CommandRerun, WorkspaceFacts
+from .freeze import FreezeAction, FreezeFacts, FreezePlan, assess_freeze, plan_freeze
 from .guard import GuardRefused, Violation, enforce, guard_violations
 from .negotiation import Negotiated, negotiate, queue_tasks
 from .planner import plan_step
 from .preparation import PackMismatch, Prepared, prepare, prepare_task
 from .qa import FAIL_REASONS, primary_reason, review, scope_rules_of, verdict_for
 from .rework import ReworkError, build_rework
+from .rollback import Conflict, Observed, RollbackPlan, plan_rollback
 from .scope import ScopePatternError, ScopeRules, dependency_kind, dependency_violation
 from .scoreboard import append_trend, score, summary_markdown
 from .triage import (
@@ -63,20 +66,27 @@ __all__ = [
     "AttemptPointer",
     "CannotPlan",
     "CommandRerun",
+    "Conflict",
     "ContractBundle",
     "DuplicateTask",
     "Explanation",
+    "FreezeAction",
+    "FreezeFacts",
+    "FreezePlan",
     "GuardRefused",
     "IllegalTransition",
     "IntakeInvalid",
     "KernelError",
     "Negotiated",
     "NotEligible",
+    "Observed",
     "PackMismatch",
     "Prepared",
     "QueueInvalid",
+    "RequirementsDraft",
     "RequirementsInvalid",
     "ReworkError",
+    "RollbackPlan",
     "ScopePatternError",
     "ScopeRules",
     "Selection",
@@ -87,6 +97,7 @@ __all__ = [
     "WorkspaceFacts",
     "add_task",
     "append_trend",
+    "assess_freeze",
     "build_rework",
     "cause_after_outcome",
     "cause_after_review",
@@ -96,6 +107,7 @@ __all__ = [
     "contract",
     "dependency_kind",
     "dependency_violation",
+    "draft_from_dialogue",
     "enforce",
     "explain",
     "guard",
@@ -105,6 +117,8 @@ __all__ = [
     "negotiation",
     "next_attempt",
     "next_pointers",
+    "plan_freeze",
+    "plan_rollback",
     "plan_step",
     "planner",
     "preparation",
@@ -114,6 +128,7 @@ __all__ = [
     "queue_tasks",
     "record_attempt",
     "record_rework",
+    "render_draft",
     "reopen",
     "review",
     "scope_rules_of",

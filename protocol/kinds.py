@@ -6,9 +6,11 @@ from typing import Any
 
 import msgspec
 
+from .checkpoint import CheckpointManifest, RollbackReport
 from .codec import decode
 from .contract import ConformanceReport
 from .errors import ProtocolError
+from .freeze import ControllerProfile, FreezeCheck, FreezeMeta
 from .intake import TaskIntake, TierDecision, TierRules
 from .outcome import StepOutcome
 from .progress import BoundarySnapshot, PlanSnapshot, Preparation, Scoreboard, Trends
@@ -35,6 +37,11 @@ KINDS: dict[str, type[Any]] = {
     "plan-snapshot": PlanSnapshot,
     "boundary-snapshot": BoundarySnapshot,
     "preparation": Preparation,
+    "checkpoint-manifest": CheckpointManifest,
+    "rollback-report": RollbackReport,
+    "freeze-meta": FreezeMeta,
+    "freeze-check": FreezeCheck,
+    "controller-profile": ControllerProfile,
 }
 
 
@@ -69,6 +76,11 @@ def detect_kind(raw: bytes, *, source: str | None = None) -> str:
         ("trends", "points" in keys),
         ("conformance-report", {"headings", "conformant"} <= keys),
         ("preparation", {"decision", "files"} <= keys),
+        ("checkpoint-manifest", {"checkpoint_id", "entries"} <= keys),
+        ("rollback-report", {"checkpoint_id", "unchanged"} <= keys),
+        ("freeze-meta", "source_draft_sha256" in keys),
+        ("freeze-check", {"decision", "reason"} <= keys),
+        ("controller-profile", {"backend", "dialogue_sha256"} <= keys),
     ]
     for name, hit in guesses:
         if hit and name in KINDS:

@@ -12,8 +12,16 @@ import tempfile
 from pathlib import Path
 
 
-def write_atomic(path: str | Path, data: bytes) -> Path:
-    """Replace `path` with `data` atomically and durably; creates parent directories."""
+def write_atomic(
+    path: str | Path, data: bytes, *, mode: int | None = None, durable: bool = True
+) -> Path:
+    """Replace `path` with `data` atomically and durably; creates parent directories.
+
+    `mode` sets the permission bits before the rename, so the file never appears with other
+    bits (the temporary file is created 0o600). `durable=False` skips the fsyncs: still never
+    torn for readers or after a kill, but a power loss may lose the write; for data whose
+    loss is detected anyway (content-addressed blobs, verified by hash before use).
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -21,13 +29,17 @@ def write_atomic(path: str | Path, data: bytes) -> Path:
         with os.fdopen(fd, "wb") as tmp:
             tmp.write(data)
             tmp.flush()
-            os.fsync(tmp.fileno())
+            if mode is not None:
+                os.fchmod(tmp.fileno(), mode)
+            if durable:
+                os.fsync(tmp.fileno())
         Path(tmp_name).replace(target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             Path(tmp_name).unlink()
         raise
-    fsync_dir(target.parent)
+    if durable:
+        fsync_dir(target.parent)
     return target
 
 

@@ -4,6 +4,7 @@ from ._group import main
 from .kernel_cmds import negotiate, prepare, prepare_next, queue
 from .kernel_review_cmds import review_step
 from .protocol_cmds import schema, validate
+from .recovery_cmds import checkpoint, requirements, rollback_cmd
 
 main.add_command(validate)
 main.add_command(schema)
@@ -12,5 +13,8 @@ main.add_command(prepare)
 main.add_command(negotiate)
 main.add_command(prepare_next)
 main.add_command(queue)
+main.add_command(checkpoint)
+main.add_command(rollback_cmd)
+main.add_command(requirements)
 
 __all__ = ["main"]

@@ -9,9 +9,11 @@ import click
 from kernel import GuardRefused, KernelError
 from protocol import ProtocolError
 from runner import __version__
+from runner.checkpoint import CheckpointError
 from runner.facts import FactsError
 from runner.log import LEVELS, configure_logging
 from runner.progress import ProgressError, QueueLocked, SnapshotFrozen
+from runner.requirements import RequirementsError
 
 # Exit codes: 0 success; 1 a check ran and failed; 2 bad input or usage (as click uses 2).
 EXIT_INPUT = 2
@@ -25,6 +27,8 @@ ERROR_EXIT_CODES: list[tuple[type[BaseException], int]] = [
     (QueueLocked, EXIT_CHECK),
     (KernelError, EXIT_INPUT),
     (ProgressError, EXIT_INPUT),
+    (CheckpointError, EXIT_INPUT),
+    (RequirementsError, EXIT_INPUT),
 ]
 
 
