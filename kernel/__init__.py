@@ -21,24 +21,28 @@ from .contract import ContractBundle, compile_contract
 from .errors import (
     CannotPlan,
     DuplicateTask,
+    GuardRefused,
     IllegalTransition,
     IntakeInvalid,
     KernelError,
     NotEligible,
+    PackMismatch,
     QueueInvalid,
     RequirementsInvalid,
+    ReworkError,
+    ScopePatternError,
     SnapshotTampered,
     TemplateInvalid,
     UnknownTask,
 )
 from .facts import CLAIMS_ONLY, CommandRerun, WorkspaceFacts
-from .guard import GuardRefused, Violation, enforce, guard_violations
+from .guard import Violation, enforce, guard_violations
 from .negotiation import Negotiated, negotiate, queue_tasks
 from .planner import plan_step
-from .preparation import PackMismatch, Prepared, prepare, prepare_task
+from .preparation import Prepared, prepare, prepare_task
 from .qa import FAIL_REASONS, primary_reason, review, scope_rules_of, verdict_for
-from .rework import ReworkError, build_rework
-from .scope import ScopePatternError, ScopeRules, dependency_kind, dependency_violation
+from .rework import build_rework
+from .scope import ScopeRules, dependency_kind, dependency_violation
 from .scoreboard import append_trend, score, summary_markdown
 from .triage import (
     AttemptOutcome,

@@ -25,7 +25,7 @@ from msgspec import UNSET
 from protocol import BoundarySnapshot, DependencyPolicy, StepPack
 
 from .boundary import Scope, escapes
-from .errors import KernelError
+from .errors import GuardRefused
 from .snapshot import verify_boundary
 
 _SHELL_SYNTAX = re.compile(r"[;&|`<>\n\r]|\$\(")
@@ -55,20 +55,6 @@ class Violation(msgspec.Struct, frozen=True):
 
     def __str__(self) -> str:
         return f"{self.where} ({self.value!r}): {self.detail} [{self.kind.value}]"
-
-
-class GuardRefused(KernelError):
-    """A StepPack outside the frozen boundary; `violations` lists every place."""
-
-    def __init__(self, task_id: str, violations: Sequence[Violation], boundary_sha: str) -> None:
-        self.task_id = task_id
-        self.violations = tuple(violations)
-        self.boundary_sha = boundary_sha
-        lines = "\n  ".join(str(v) for v in self.violations)
-        super().__init__(
-            f"step pack for task {task_id!r} steps outside the frozen boundary "
-            f"(sha256 {boundary_sha[:12]}):\n  {lines}"
-        )
 
 
 def guard_violations(pack: StepPack, boundary: BoundarySnapshot) -> list[Violation]:

@@ -60,9 +60,9 @@ from protocol import (
     ac_id_of,
 )
 
+from .errors import ScopePatternError
 from .facts import CommandRerun, WorkspaceFacts
 from .scope import (
-    ScopePatternError,
     ScopeRules,
     dependency_violation,
     glob_matches,

@@ -26,6 +26,8 @@ import pathspec
 
 from protocol import DependencyPolicy, ScopeCheck, StepPackView
 
+from .errors import ScopePatternError
+
 DependencyKind = Literal["manifest", "lockfile", "ci"]
 
 # Files whose change adds, removes or pins dependencies, or changes what CI runs. Manifests and
@@ -50,16 +52,6 @@ _DEPENDENCY_FILES: dict[DependencyKind, tuple[str, ...]] = {
 }  # fmt: skip
 
 _WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:")
-
-
-class ScopePatternError(ValueError):
-    """A glob in the pack that the matcher cannot use. Names the field, the pattern and why."""
-
-    def __init__(self, field: str, pattern: str, reason: str) -> None:
-        self.field = field
-        self.pattern = pattern
-        self.reason = reason
-        super().__init__(f"{field}: pattern {pattern!r} is unusable: {reason}")
 
 
 def normalize_path(path: str) -> str | None:

@@ -16,8 +16,8 @@ import click
 import msgspec
 
 import protocol
+from kernel import PackMismatch, negotiation, preparation, triage
 from kernel import intake as intake_rules
-from kernel import negotiation, preparation, triage
 from kernel.contract import DEFAULT_TEMPLATE
 from kernel.intake import DEFAULT_RULES
 from kernel.snapshot import content_sha256
@@ -322,7 +322,7 @@ def queue_add(
     if step_pack is not None:
         pack = load(step_pack, StepPack)
         if pack.task_id != key:
-            raise preparation.PackMismatch("task_id", pack.task_id, key)
+            raise PackMismatch("task_id", pack.task_id, key)
         ref = _relative_ref(step_pack, queue_path)
     fields: dict[str, Any] = {
         "key": key,

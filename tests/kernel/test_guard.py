@@ -7,8 +7,9 @@ from typing import Any
 import msgspec
 import pytest
 
+from kernel import GuardRefused
 from kernel.errors import SnapshotTampered
-from kernel.guard import GuardRefused, ViolationKind, command_allowed, enforce, guard_violations
+from kernel.guard import ViolationKind, command_allowed, enforce, guard_violations
 from kernel.snapshot import freeze
 from protocol import BoundarySnapshot, DependencyPolicy, StepPack, decode, read
 from tests.conftest import SEED
