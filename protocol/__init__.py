@@ -53,6 +53,7 @@ from .qa_review import (
 )
 from .queue import QueueTask, Spend, TaskQueue, TaskStatus
 from .rework_pack import FailedGate, ReworkPack, ReworkScope
+from .scalars import NonNegInt, PosInt, Sha256
 from .step_pack import (
     ARTIFACTS_ROOT,
     Acceptance,
@@ -97,10 +98,12 @@ __all__ = [
     "IntakeProblem",
     "IntakeProblemCode",
     "LastSelected",
+    "NonNegInt",
     "PathCheck",
     "PatternResult",
     "PlanSnapshot",
     "PlannedTask",
+    "PosInt",
     "Precondition",
     "Preparation",
     "PreparedFile",
@@ -120,6 +123,7 @@ __all__ = [
     "ScopeCheck",
     "ScopeGuard",
     "Scoreboard",
+    "Sha256",
     "Spend",
     "StatusCounts",
     "StepOutcome",

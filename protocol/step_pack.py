@@ -19,9 +19,8 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from .ids import SafeId
+from .scalars import NonNegInt, PosInt
 
-NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
-PosInt = Annotated[int, msgspec.Meta(ge=1)]
 GateId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 
 GateType = Literal[
