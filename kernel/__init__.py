@@ -18,6 +18,7 @@ from . import (
 )
 from .attempts import AttemptCause, cause_after_outcome, cause_after_review, next_attempt
 from .contract import ContractBundle, compile_contract
+from .dependencies import dependency_kind, dependency_violation
 from .errors import (
     CannotPlan,
     DuplicateTask,
@@ -42,7 +43,7 @@ from .planner import plan_step
 from .preparation import Prepared, prepare, prepare_task
 from .qa import FAIL_REASONS, primary_reason, review, scope_rules_of, verdict_for
 from .rework import build_rework
-from .scope import ScopeRules, dependency_kind, dependency_violation
+from .scope import ScopeRules
 from .scoreboard import append_trend, score, summary_markdown
 from .triage import (
     AttemptOutcome,

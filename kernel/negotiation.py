@@ -34,12 +34,12 @@ from protocol import (
     TaskIntake,
     TaskQueue,
     is_safe_id,
-    scope_pattern_problem,
 )
 
 from . import intake as intake_rules
-from .errors import QueueInvalid, RequirementsInvalid
+from .errors import QueueInvalid, RequirementsInvalid, ScopePatternError
 from .guard import check_parts
+from .scope import ScopeRules, glob_problem
 from .snapshot import freeze
 from .triage import check as check_queue
 
@@ -270,7 +270,7 @@ def _boundary(block: _Block | None, source_sha: str, problems: list[str]) -> Bou
         problems.append(f"boundary (line {block.line}): allowed_paths is empty")
     for name in ("allowed_paths", "forbidden_paths"):
         for i, pattern in enumerate(getattr(boundary, name)):
-            problem = scope_pattern_problem(pattern)
+            problem = glob_problem(pattern)
             if problem:
                 problems.append(f"boundary (line {block.line}): {name}[{i}]: {problem}")
     return boundary
@@ -301,13 +301,16 @@ def _task(
         return None
     for problem in intake_rules.validate(intake):
         problems.append(f"{where}: {problem.path}: {problem.reason}")
-    for violation in check_parts(
-        allowed=intake.allowed_paths,
-        forbidden=intake.forbidden_paths,
-        commands=intake.commands_to_run,
-        policy=None,
-        boundary=boundary,
-    ):
+    try:
+        violations = check_parts(
+            scope=ScopeRules(tuple(intake.allowed_paths), tuple(intake.forbidden_paths)),
+            commands=intake.commands_to_run,
+            policy=None,
+            boundary=boundary,
+        )
+    except ScopePatternError:
+        return task  # the unusable glob is already a problem (intake or boundary validation)
+    for violation in violations:
         problems.append(f"{where}: outside the boundary: {violation}")
     return task
 
