@@ -15,9 +15,12 @@ why the QA review still checks every changed file against the pack's own scope.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from functools import lru_cache
 
 import msgspec
+
+from protocol import BoundarySnapshot
 
 from .scope import ScopeRules, matches
 
@@ -38,6 +41,20 @@ class Escape(msgspec.Struct, frozen=True):
     inner_index: int
     inner_pattern: str
     forbidden_by: str | None
+
+
+def task_scope(
+    allowed: Sequence[str], forbidden: Sequence[str], boundary: BoundarySnapshot | None
+) -> tuple[list[str], list[str]]:
+    """A task's scope under a frozen boundary: its own allowed globs, else the boundary's; its
+    own forbidden globs, then the boundary's (each once). Negotiation and the planner both
+    apply it, so a task never loses its boundary's forbidden paths, however it was made."""
+    if boundary is None:
+        return list(allowed), list(dict.fromkeys(forbidden))
+    return (
+        list(allowed) or list(boundary.allowed_paths),
+        list(dict.fromkeys([*forbidden, *boundary.forbidden_paths])),
+    )
 
 
 def escapes(inner: ScopeRules, outer: ScopeRules) -> list[Escape]:
