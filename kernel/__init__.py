@@ -1,24 +1,19 @@
 """The kernel: the system's judgement as pure functions over `protocol` Structs.
 
 No I/O here: the runner gathers facts (git, files, exit codes) and passes them in.
+
+Each public thing has one name. Most live at the top level (`kernel.review`,
+`kernel.negotiate`, `kernel.GuardRefused`). Five modules are exported as namespaces instead,
+because their functions are named for the module they sit in (`intake.check`, `triage.get`,
+`scoreboard.score`, `snapshot.freeze`, `contract.check_headings`); nothing of theirs is repeated
+at the top level. The R/S attempt rules are `protocol`'s (`protocol.next_pointers`); the kernel
+adds only which of them an attempt takes (`next_attempt`).
 """
 
-from protocol.attempts import AttemptKind, AttemptPointer, classify, next_pointers
-
-from . import (
-    contract,
-    guard,
-    intake,
-    negotiation,
-    planner,
-    preparation,
-    scoreboard,
-    snapshot,
-    triage,
-)
+from . import contract, intake, scoreboard, snapshot, triage
 from .attempts import AttemptCause, cause_after_outcome, cause_after_review, next_attempt
-from .contract import ContractBundle, compile_contract
-from .dependencies import dependency_kind, dependency_violation
+from .backoff import BackoffPolicy, retry_delay
+from .dependencies import DependencyKind, dependency_kind, dependency_violation
 from .errors import (
     CannotPlan,
     DuplicateTask,
@@ -37,40 +32,23 @@ from .errors import (
     UnknownTask,
 )
 from .facts import CLAIMS_ONLY, CommandRerun, WorkspaceFacts
-from .guard import Violation, enforce, guard_violations
+from .guard import Violation, ViolationKind, enforce, guard_violations
 from .negotiation import Negotiated, negotiate, queue_tasks
 from .planner import plan_step
 from .preparation import Prepared, prepare, prepare_task
 from .qa import FAIL_REASONS, primary_reason, review, scope_rules_of, verdict_for
 from .rework import build_rework
-from .scope import ScopeRules
-from .scoreboard import append_trend, score, summary_markdown
-from .triage import (
-    AttemptOutcome,
-    Explanation,
-    Selection,
-    add_task,
-    claim,
-    explain,
-    record_attempt,
-    record_rework,
-    reopen,
-    select_next,
-    transition,
-)
+from .scope import ScopeRules, glob_problem
 
 __all__ = [
     "CLAIMS_ONLY",
     "FAIL_REASONS",
     "AttemptCause",
-    "AttemptKind",
-    "AttemptOutcome",
-    "AttemptPointer",
+    "BackoffPolicy",
     "CannotPlan",
     "CommandRerun",
-    "ContractBundle",
+    "DependencyKind",
     "DuplicateTask",
-    "Explanation",
     "GuardRefused",
     "IllegalTransition",
     "IntakeInvalid",
@@ -84,50 +62,34 @@ __all__ = [
     "ReworkError",
     "ScopePatternError",
     "ScopeRules",
-    "Selection",
     "SnapshotTampered",
     "TemplateInvalid",
     "UnknownTask",
     "Violation",
+    "ViolationKind",
     "WorkspaceFacts",
-    "add_task",
-    "append_trend",
     "build_rework",
     "cause_after_outcome",
     "cause_after_review",
-    "claim",
-    "classify",
-    "compile_contract",
     "contract",
     "dependency_kind",
     "dependency_violation",
     "enforce",
-    "explain",
-    "guard",
+    "glob_problem",
     "guard_violations",
     "intake",
     "negotiate",
-    "negotiation",
     "next_attempt",
-    "next_pointers",
     "plan_step",
-    "planner",
-    "preparation",
     "prepare",
     "prepare_task",
     "primary_reason",
     "queue_tasks",
-    "record_attempt",
-    "record_rework",
-    "reopen",
+    "retry_delay",
     "review",
     "scope_rules_of",
-    "score",
     "scoreboard",
-    "select_next",
     "snapshot",
-    "summary_markdown",
-    "transition",
     "triage",
     "verdict_for",
 ]
