@@ -22,7 +22,7 @@ never matches and is never looked up on disk.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from functools import lru_cache
 
 import msgspec
@@ -35,6 +35,7 @@ from .errors import ScopePatternError
 _WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:")
 
 
+@lru_cache(maxsize=16384)
 def normalize_path(path: str) -> str | None:
     """The canonical workspace-relative form of `path`, or None when it is unsafe.
 
@@ -77,26 +78,29 @@ def parse_problem(pattern: str) -> str | None:
     return None
 
 
+@lru_cache(maxsize=4096)
 def glob_problem(pattern: str) -> str | None:
     """Why `pattern` cannot be used as a workspace glob, or None."""
     return scope_pattern_problem(pattern) or parse_problem(pattern)
 
 
-def _match(patterns: tuple[str, ...], path: str) -> bool:
-    """Do usable `patterns` match `path`? Unsafe paths match nothing."""
-    norm = normalize_path(path)
+def _hit(patterns: tuple[str, ...], norm: str | None) -> bool:
+    """Do usable `patterns` (as one list) match the normalised path `norm`? None (an unsafe
+    path) matches nothing."""
     return norm is not None and bool(patterns) and _spec(patterns).match_file(norm)
 
 
 def matches(pattern: str, path: str) -> bool:
     """Does `pattern` match workspace path `path`? An unusable pattern matches nothing: call
     `glob_problem` first where that must be an error (`ScopeRules` does)."""
-    return glob_problem(pattern) is None and _match((pattern,), path)
+    return glob_problem(pattern) is None and _hit((pattern,), normalize_path(path))
 
 
 def glob_matches(pattern: str, paths: Iterable[str]) -> list[str]:
     """The paths (sorted) that `pattern` matches; none when it is unusable."""
-    return sorted(p for p in paths if matches(pattern, p))
+    if glob_problem(pattern) is not None:
+        return []
+    return sorted(p for p in paths if _hit((pattern,), normalize_path(p)))
 
 
 class ScopeRules(msgspec.Struct, frozen=True):
@@ -131,25 +135,29 @@ class ScopeRules(msgspec.Struct, frozen=True):
         )
 
     def allows(self, path: str) -> bool:
-        return _match(self.allowed, path) and not _match(self.forbidden, path)
+        norm = normalize_path(path)
+        return _hit(self.allowed, norm) and not _hit(self.forbidden, norm)
 
     def first_allowed(self, path: str) -> int | None:
         """Index of the first allowed glob that matches `path`."""
-        return _first(self.allowed, path)
+        norm = normalize_path(path)
+        return next((i for i, p in enumerate(self.allowed) if _hit((p,), norm)), None)
 
     def forbidden_matches(self, path: str) -> list[str]:
         """The forbidden globs that match `path`, in order."""
-        return [p for p in self.forbidden if _match((p,), path)]
+        return self._forbidden_hits(normalize_path(path))
 
     def check(self, path: str) -> ScopeCheck:
         """Allowed-ness and the forbidden globs `path` matches, for a review to record. An
         unsafe path is allowed by nothing."""
+        norm = normalize_path(path)
         return ScopeCheck(
             file=path,
-            allowed=_match(self.allowed, path),
-            forbidden_matches=self.forbidden_matches(path),
+            allowed=_hit(self.allowed, norm),
+            forbidden_matches=self._forbidden_hits(norm),
         )
 
-
-def _first(patterns: Sequence[str], path: str) -> int | None:
-    return next((i for i, p in enumerate(patterns) if _match((p,), path)), None)
+    def _forbidden_hits(self, norm: str | None) -> list[str]:
+        if not _hit(self.forbidden, norm):
+            return []
+        return [p for p in self.forbidden if _hit((p,), norm)]
