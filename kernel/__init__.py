@@ -1,75 +1,58 @@
 """The kernel: the system's judgement as pure functions over `protocol` Structs.
 
 No I/O here: the runner gathers facts (git, files, exit codes) and passes them in.
+
+Each public thing has one name. Most live at the top level (`kernel.review`,
+`kernel.negotiate`, `kernel.GuardRefused`). Five modules are exported as namespaces instead,
+because their functions are named for the module they sit in (`intake.check`, `triage.get`,
+`scoreboard.score`, `snapshot.freeze`, `contract.check_headings`); nothing of theirs is repeated
+at the top level. The R/S attempt rules are `protocol`'s (`protocol.next_pointers`); the kernel
+adds only which of them an attempt takes (`next_attempt`).
 """
 
-from protocol.attempts import AttemptKind, AttemptPointer, classify, next_pointers
-
-from . import (
-    contract,
-    guard,
-    intake,
-    negotiation,
-    planner,
-    preparation,
-    scoreboard,
-    snapshot,
-    triage,
-)
+from . import contract, intake, scoreboard, snapshot, triage
 from .attempts import AttemptCause, cause_after_outcome, cause_after_review, next_attempt
-from .contract import ContractBundle, compile_contract
+from .backoff import BackoffPolicy, retry_delay
+from .dependencies import DependencyKind, dependency_kind, dependency_violation
 from .dialogue import RequirementsDraft, draft_from_dialogue, render_draft
 from .errors import (
     CannotPlan,
     DuplicateTask,
+    GuardRefused,
     IllegalTransition,
     IntakeInvalid,
     KernelError,
     NotEligible,
+    PackMismatch,
     QueueInvalid,
     RequirementsInvalid,
+    ReworkError,
+    ScopePatternError,
     SnapshotTampered,
     TemplateInvalid,
     UnknownTask,
 )
 from .facts import CLAIMS_ONLY, CommandRerun, WorkspaceFacts
 from .freeze import FreezeAction, FreezeFacts, FreezePlan, assess_freeze, plan_freeze
-from .guard import GuardRefused, Violation, enforce, guard_violations
+from .guard import Violation, ViolationKind, enforce, guard_violations
 from .negotiation import Negotiated, negotiate, queue_tasks
 from .planner import plan_step
-from .preparation import PackMismatch, Prepared, prepare, prepare_task
+from .preparation import Prepared, prepare, prepare_task
 from .qa import FAIL_REASONS, primary_reason, review, scope_rules_of, verdict_for
-from .rework import ReworkError, build_rework
+from .rework import build_rework
 from .rollback import Conflict, Observed, RollbackPlan, plan_rollback
-from .scope import ScopePatternError, ScopeRules, dependency_kind, dependency_violation
-from .scoreboard import append_trend, score, summary_markdown
-from .triage import (
-    AttemptOutcome,
-    Explanation,
-    Selection,
-    add_task,
-    claim,
-    explain,
-    record_attempt,
-    record_rework,
-    reopen,
-    select_next,
-    transition,
-)
+from .scope import ScopeRules, glob_problem
 
 __all__ = [
     "CLAIMS_ONLY",
     "FAIL_REASONS",
     "AttemptCause",
-    "AttemptKind",
-    "AttemptOutcome",
-    "AttemptPointer",
+    "BackoffPolicy",
     "CannotPlan",
     "CommandRerun",
     "Conflict",
-    "ContractBundle",
+    "DependencyKind",
     "DuplicateTask",
-    "Explanation",
     "FreezeAction",
     "FreezeFacts",
     "FreezePlan",
@@ -89,55 +72,39 @@ __all__ = [
     "RollbackPlan",
     "ScopePatternError",
     "ScopeRules",
-    "Selection",
     "SnapshotTampered",
     "TemplateInvalid",
     "UnknownTask",
     "Violation",
+    "ViolationKind",
     "WorkspaceFacts",
-    "add_task",
-    "append_trend",
     "assess_freeze",
     "build_rework",
     "cause_after_outcome",
     "cause_after_review",
-    "claim",
-    "classify",
-    "compile_contract",
     "contract",
     "dependency_kind",
     "dependency_violation",
     "draft_from_dialogue",
     "enforce",
-    "explain",
-    "guard",
+    "glob_problem",
     "guard_violations",
     "intake",
     "negotiate",
-    "negotiation",
     "next_attempt",
-    "next_pointers",
     "plan_freeze",
     "plan_rollback",
     "plan_step",
-    "planner",
-    "preparation",
     "prepare",
     "prepare_task",
     "primary_reason",
     "queue_tasks",
-    "record_attempt",
-    "record_rework",
     "render_draft",
-    "reopen",
+    "retry_delay",
     "review",
     "scope_rules_of",
-    "score",
     "scoreboard",
-    "select_next",
     "snapshot",
-    "summary_markdown",
-    "transition",
     "triage",
     "verdict_for",
 ]

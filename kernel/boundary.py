@@ -1,41 +1,32 @@
-"""Path scopes: gitignore-style globs matched with `pathspec`, and scope containment.
+"""Scope containment: does every path one scope allows lie inside another?
 
-A scope is a pair of pattern lists: a path is inside when an allowed pattern matches it and no
-forbidden pattern does (gitignore semantics for each list: ``**``, a leading ``/`` anchors, a
-trailing ``/`` means a directory, a name without ``/`` matches at any depth, ``!`` re-includes).
-
-Whether one scope lies inside another cannot be decided by matching strings, and glob
+Matching is `kernel.scope`'s (anchored gitignore-style globs, forbidden wins over allowed);
+this module adds only containment, which the guard needs to hold a StepPack inside the frozen
+boundary. Whether one scope lies inside another cannot be decided by matching strings, and glob
 inclusion in general is expensive to decide exactly. `escapes` answers it on *witness paths*:
 concrete paths made from every pattern of both scopes (each wildcard filled in three different
-ways, bare names also placed under every directory the other witnesses name). A witness that the
-inner scope allows and the outer refuses is a proven escape, reported with the pattern that let
-it in. The check is conservative where it matters: what it reports is always a real escape; an
-escape that needs a path no pattern hints at can be missed, which is why the QA review still
-checks every changed file against the pack's own scope.
+ways; the tail of a ``**/`` pattern also placed under every directory the other witnesses
+name). A witness that the inner scope allows and the outer refuses is a proven escape, reported
+with the pattern that let it in. The check is conservative where it matters: what it reports is
+always a real escape; an escape that needs a path no pattern hints at can be missed, which is
+why the QA review still checks every changed file against the pack's own scope.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from functools import lru_cache
 
 import msgspec
-import pathspec
+
+from protocol import BoundarySnapshot
+
+from .scope import ScopeRules, matches
 
 _TOKENS = ("w", "", "w.x-y")
 _DEEP = ((), ("w",), ("w", "x"))
 _CLASS_CANDIDATES = "az09_-.AZ"
-
-
-class Scope(msgspec.Struct, frozen=True):
-    """Allowed and forbidden globs, relative to the workspace root."""
-
-    allowed: tuple[str, ...]
-    forbidden: tuple[str, ...] = ()
-
-    def allows(self, path: str) -> bool:
-        return _spec(self.allowed).match_file(path) and not _spec(self.forbidden).match_file(path)
 
 
 class Escape(msgspec.Struct, frozen=True):
@@ -52,32 +43,30 @@ class Escape(msgspec.Struct, frozen=True):
     forbidden_by: str | None
 
 
-def matches(patterns: Sequence[str], path: str) -> bool:
-    """Whether the gitignore-style `patterns` (as one list) match `path`."""
-    return bool(_spec(tuple(patterns)).match_file(path))
+def task_scope(
+    allowed: Sequence[str], forbidden: Sequence[str], boundary: BoundarySnapshot | None
+) -> tuple[list[str], list[str]]:
+    """A task's scope under a frozen boundary: its own allowed globs, else the boundary's; its
+    own forbidden globs, then the boundary's (each once). Negotiation and the planner both
+    apply it, so a task never loses its boundary's forbidden paths, however it was made."""
+    if boundary is None:
+        return list(allowed), list(dict.fromkeys(forbidden))
+    return (
+        list(allowed) or list(boundary.allowed_paths),
+        list(dict.fromkeys([*forbidden, *boundary.forbidden_paths])),
+    )
 
 
-def first_match(patterns: Sequence[str], path: str) -> int | None:
-    """Index of the first positive pattern that matches `path` on its own."""
-    for i, pattern in enumerate(patterns):
-        if not pattern.startswith("!") and _spec((pattern,)).match_file(path):
-            return i
-    return None
-
-
-def escapes(inner: Scope, outer: Scope) -> list[Escape]:
+def escapes(inner: ScopeRules, outer: ScopeRules) -> list[Escape]:
     """Witness paths `inner` allows and `outer` refuses: one per (inner pattern, reason)."""
     found: dict[tuple[int, str | None], Escape] = {}
     for path in sorted(_witness_set(inner, outer), key=_plainest_first):
-        if not inner.allows(path) or outer.allows(path):
+        index = inner.first_allowed(path)
+        if index is None or not inner.allows(path) or outer.allows(path):
             continue
-        index = first_match(inner.allowed, path)
-        if index is None:  # allowed only through a re-include; attribute it to the list
-            index = 0
         by = None
-        if matches(outer.allowed, path):
-            hit = first_match(outer.forbidden, path)
-            by = outer.forbidden[hit] if hit is not None else "(forbidden list)"
+        if outer.first_allowed(path) is not None:
+            by = outer.forbidden_matches(path)[0]
         key = (index, by)
         if key not in found:
             found[key] = Escape(path, index, inner.allowed[index], by)
@@ -89,39 +78,28 @@ def _plainest_first(path: str) -> tuple[bool, int, str]:
     return (any(part.startswith(".") for part in path.split("/")), len(path), path)
 
 
-def _witness_set(inner: Scope, outer: Scope) -> set[str]:
+def _witness_set(inner: ScopeRules, outer: ScopeRules) -> set[str]:
     everything = (*inner.allowed, *inner.forbidden, *outer.allowed, *outer.forbidden)
     paths = {w for p in everything for w in witnesses(p)}
-    names = {
-        w for p in everything if _is_basename(p) for w in witnesses(p) if not w.startswith("d1/")
-    }
+    tails = {w for p in everything if p.startswith("**/") for w in witnesses(p[3:])}
     prefixes = {
         "/".join(parts[:depth])
         for parts in (path.split("/") for path in paths)
         for depth in range(1, len(parts))
     }
-    paths.update(f"{prefix}/{name}" for prefix in prefixes for name in names)
+    paths.update(f"{prefix}/{tail}" for prefix in prefixes for tail in tails)
     return paths
-
-
-def _is_basename(pattern: str) -> bool:
-    body = pattern.lstrip("!").rstrip("/")
-    return "/" not in body
 
 
 @lru_cache(maxsize=4096)
 def witnesses(pattern: str) -> tuple[str, ...]:
-    """Concrete paths `pattern` matches (as a positive pattern), for containment checks."""
-    positive = pattern.strip().removeprefix("!")
-    if not positive or positive.startswith("#"):
-        return ()
-    directory = positive.endswith("/")
-    body = positive.strip("/")
-    floating = "/" not in body and not positive.startswith("/")
-    segments = body.split("/")
+    """Concrete paths `pattern` matches, for containment checks (none when it is unusable)."""
+    directory = pattern.endswith("/")
+    segments = pattern.strip("/").split("/")
     last = segments[-1]
-    # A last segment with a dot names files (cli.py, *.lock); one without names a directory
-    # whose files are meant (src, docs/, Makefile alike: harmless); ``**`` expands itself.
+    # A last segment with a dot names files (cli.py, *.lock); one without may name a file
+    # (Makefile) or a directory whose files are meant (src, docs/), so it gets both witnesses
+    # (the filter below drops the file for a trailing /); ``**`` expands itself.
     file_like = last == "**" or ("." in last and not directory)
     out: list[str] = []
     for mode in range(len(_TOKENS)):
@@ -133,12 +111,9 @@ def witnesses(pattern: str) -> tuple[str, ...]:
                 parts.append(_fill(segment, mode))
         if any(not p for p in parts) or not parts:
             continue
-        base = "/".join(parts) + ("" if file_like else "/f1")
-        out.append(base)
-        if floating:
-            out.append(f"d1/{base}")
-    spec = _spec((positive,))
-    return tuple(dict.fromkeys(p for p in out if spec.match_file(p)))
+        base = "/".join(parts)
+        out += [base] if file_like else [base, f"{base}/f1"]
+    return tuple(dict.fromkeys(p for p in out if matches(pattern, p)))
 
 
 def _fill(segment: str, mode: int) -> str:
@@ -181,12 +156,3 @@ def _class_member(char_class: str) -> str:
     except re.error:
         return "x"
     return next((c for c in _CLASS_CANDIDATES if rx.fullmatch(c)), "x")
-
-
-@lru_cache(maxsize=1024)
-def _spec(patterns: tuple[str, ...]) -> pathspec.GitIgnoreSpec:
-    return pathspec.GitIgnoreSpec.from_lines(patterns)
-
-
-def scope_of(allowed: Iterable[str], forbidden: Iterable[str] = ()) -> Scope:
-    return Scope(tuple(allowed), tuple(forbidden))

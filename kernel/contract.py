@@ -29,6 +29,7 @@ from protocol import (
 )
 
 from .errors import TemplateInvalid
+from .markdown import lines as markdown_lines
 
 REQUIRED_HEADINGS: tuple[str, ...] = (
     "Target",
@@ -115,8 +116,6 @@ PLACEHOLDERS: tuple[str, ...] = (
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _ALONE = re.compile(r"^\s*\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}\s*$")
-_HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)[ \t#]*$")
-_FENCE = re.compile(r"^ {0,3}(```|~~~)")
 _NEEDS_ESCAPE = re.compile(r"^(\s*)([#>]|```|~~~|[-=]{3,}\s*$)")
 
 
@@ -171,14 +170,9 @@ def check_headings(markdown: str, required: Sequence[str]) -> list[HeadingCheck]
     """Each required heading (any ATX level, case and spacing ignored) with its first line;
     headings inside fenced code blocks do not count."""
     found: dict[str, int] = {}
-    fenced = False
-    for number, line in enumerate(markdown.split("\n"), start=1):
-        if _FENCE.match(line):
-            fenced = not fenced
-            continue
-        match = None if fenced else _HEADING.match(line)
-        if match:
-            found.setdefault(_norm(match.group(2)), number)
+    for line in markdown_lines(markdown):
+        if line.level:
+            found.setdefault(_norm(line.title), line.number)
     return [
         HeadingCheck(heading=h, present=_norm(h) in found, line=found.get(_norm(h)))
         for h in required

@@ -1,15 +1,20 @@
 """The kernel's exceptions: one base, subclasses that carry the facts a caller reports.
 
 `KernelError` is raised for input the kernel refuses (an invalid intake, an illegal queue
-transition, a plan that breaks its own boundary). Each subclass keeps its facts as attributes so
-the CLI can print one clear message and tools can read the details.
+transition, a plan that breaks its own boundary, an unusable glob). Each subclass keeps its facts
+as attributes so the CLI can print one clear message and tools can read the details. Every
+exception the kernel raises on purpose is declared here, so `except KernelError` catches them all.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from protocol import IntakeProblem, TaskStatus
+
+if TYPE_CHECKING:
+    from .guard import Violation
 
 
 class KernelError(Exception):
@@ -118,3 +123,51 @@ class CannotPlan(KernelError):
         self.key = key
         self.reason = reason
         super().__init__(f"cannot auto-plan task {key!r}: {reason}")
+
+
+class ScopePatternError(KernelError):
+    """A glob that the matcher cannot use; `field` is where it stands (``$.scope.allowed_paths[1]``
+    in a step pack), `pattern` the glob and `reason` why."""
+
+    def __init__(self, field: str, pattern: str, reason: str) -> None:
+        self.field = field
+        self.pattern = pattern
+        self.reason = reason
+        super().__init__(f"{field}: pattern {pattern!r} is unusable: {reason}")
+
+
+class GuardRefused(KernelError):
+    """A StepPack outside the frozen boundary; `violations` lists every place."""
+
+    def __init__(self, task_id: str, violations: Sequence[Violation], boundary_sha: str) -> None:
+        self.task_id = task_id
+        self.violations = tuple(violations)
+        self.boundary_sha = boundary_sha
+        lines = "\n  ".join(str(v) for v in self.violations)
+        super().__init__(
+            f"step pack for task {task_id!r} steps outside the frozen boundary "
+            f"(sha256 {boundary_sha[:12]}):\n  {lines}"
+        )
+
+
+class PackMismatch(KernelError):
+    """A referenced StepPack written for another task or run."""
+
+    def __init__(self, field: str, pack_value: str, expected: str) -> None:
+        self.field = field
+        self.pack_value = pack_value
+        self.expected = expected
+        super().__init__(
+            f"the step pack's {field} is {pack_value!r} but this preparation is for {expected!r}"
+        )
+
+
+class ReworkError(KernelError):
+    """A rework that cannot be built for step `task_id`/`step_id`: the review passed, or
+    reviews another step, or the round number is not one. `reason` says which."""
+
+    def __init__(self, task_id: str, step_id: str, reason: str) -> None:
+        self.task_id = task_id
+        self.step_id = step_id
+        self.reason = reason
+        super().__init__(f"cannot build a rework for {task_id}/{step_id}: {reason}")

@@ -24,8 +24,9 @@ from msgspec import UNSET
 
 from protocol import BoundarySnapshot, DependencyPolicy, StepPack
 
-from .boundary import Scope, escapes
-from .errors import KernelError
+from .boundary import escapes
+from .errors import GuardRefused
+from .scope import ScopeRules
 from .snapshot import verify_boundary
 
 _SHELL_SYNTAX = re.compile(r"[;&|`<>\n\r]|\$\(")
@@ -57,32 +58,20 @@ class Violation(msgspec.Struct, frozen=True):
         return f"{self.where} ({self.value!r}): {self.detail} [{self.kind.value}]"
 
 
-class GuardRefused(KernelError):
-    """A StepPack outside the frozen boundary; `violations` lists every place."""
-
-    def __init__(self, task_id: str, violations: Sequence[Violation], boundary_sha: str) -> None:
-        self.task_id = task_id
-        self.violations = tuple(violations)
-        self.boundary_sha = boundary_sha
-        lines = "\n  ".join(str(v) for v in self.violations)
-        super().__init__(
-            f"step pack for task {task_id!r} steps outside the frozen boundary "
-            f"(sha256 {boundary_sha[:12]}):\n  {lines}"
-        )
-
-
 def guard_violations(pack: StepPack, boundary: BoundarySnapshot) -> list[Violation]:
-    """Every place `pack` steps outside `boundary` (empty when it stays inside).
+    """Every place `pack` steps outside `boundary` (empty when it stays inside), by the JSON
+    path the pack used.
 
-    Raises `SnapshotTampered` if the boundary no longer matches its frozen hash.
+    Raises `SnapshotTampered` if the boundary no longer matches its frozen hash, and
+    `ScopePatternError` for a glob (in the pack or the boundary) the matcher cannot use.
     """
     verify_boundary(boundary)
     view = pack.view
     return check_parts(
-        allowed=view.allowed_paths,
-        forbidden=view.forbidden_paths,
+        scope=ScopeRules.of(view),
         commands=view.commands_to_run,
         policy=view.dependency_policy,
+        policy_at=view.dependency_policy_at,
         boundary=boundary,
     )
 
@@ -97,28 +86,29 @@ def enforce(pack: StepPack, boundary: BoundarySnapshot) -> StepPack:
 
 def check_parts(
     *,
-    allowed: Sequence[str],
-    forbidden: Sequence[str],
+    scope: ScopeRules,
     commands: Sequence[str],
     policy: DependencyPolicy | None,
     boundary: BoundarySnapshot,
-    prefix: str = "$",
+    policy_at: str = "$.dependency_policy",
 ) -> list[Violation]:
     """The guard's rules on loose parts (negotiation checks each planned task with them)."""
-    found = list(_path_violations(allowed, forbidden, boundary, prefix))
-    found += _command_violations(commands, boundary.allowed_commands, prefix)
+    outer = ScopeRules(
+        tuple(boundary.allowed_paths),
+        tuple(boundary.forbidden_paths),
+        allowed_at="boundary.allowed_paths",
+        forbidden_at="boundary.forbidden_paths",
+    )
+    found = list(_path_violations(scope, outer))
+    found += _command_violations(commands, boundary.allowed_commands)
     if policy is not None:
-        found += _policy_violations(policy, boundary.dependency_policy, prefix)
+        found += _policy_violations(policy, boundary.dependency_policy, policy_at)
     return found
 
 
-def _path_violations(
-    allowed: Sequence[str], forbidden: Sequence[str], boundary: BoundarySnapshot, prefix: str
-) -> Iterator[Violation]:
-    inner = Scope(tuple(allowed), tuple(forbidden))
-    outer = Scope(tuple(boundary.allowed_paths), tuple(boundary.forbidden_paths))
+def _path_violations(inner: ScopeRules, outer: ScopeRules) -> Iterator[Violation]:
     for escape in escapes(inner, outer):
-        where = f"{prefix}.allowed_paths[{escape.inner_index}]"
+        where = f"{inner.allowed_at}[{escape.inner_index}]"
         if escape.forbidden_by is None:
             yield Violation(
                 where,
@@ -147,9 +137,7 @@ def _is_pattern(entry: str) -> bool:
     return any(ch in entry for ch in "*?[")
 
 
-def _command_violations(
-    commands: Sequence[str], allowed: Sequence[str], prefix: str
-) -> Iterator[Violation]:
+def _command_violations(commands: Sequence[str], allowed: Sequence[str]) -> Iterator[Violation]:
     for i, command in enumerate(commands):
         if command_allowed(command, allowed):
             continue
@@ -160,16 +148,16 @@ def _command_violations(
         else:
             detail = "matches no allowed_commands entry"
         yield Violation(
-            f"{prefix}.commands_to_run[{i}]", ViolationKind.COMMAND_NOT_ALLOWED, command, detail
+            f"$.commands_to_run[{i}]", ViolationKind.COMMAND_NOT_ALLOWED, command, detail
         )
 
 
 def _policy_violations(
-    policy: DependencyPolicy, frozen: DependencyPolicy, prefix: str
+    policy: DependencyPolicy, frozen: DependencyPolicy, at: str
 ) -> Iterator[Violation]:
     if policy.mode == "allow-new-dependencies" and frozen.mode != "allow-new-dependencies":
         yield Violation(
-            f"{prefix}.dependency_policy.mode",
+            f"{at}.mode",
             ViolationKind.DEPENDENCY_POLICY_WIDER,
             policy.mode,
             f"the boundary's mode is {frozen.mode}",
@@ -177,7 +165,7 @@ def _policy_violations(
     for flag in _POLICY_FLAGS:
         if _on(getattr(policy, flag)) and not _on(getattr(frozen, flag)):
             yield Violation(
-                f"{prefix}.dependency_policy.{flag}",
+                f"{at}.{flag}",
                 ViolationKind.DEPENDENCY_POLICY_WIDER,
                 "true",
                 "the boundary does not allow it",

@@ -22,10 +22,10 @@ from protocol import (
     TierRules,
     ac_id_of,
     is_safe_id,
-    scope_pattern_problem,
 )
 
 from .errors import IntakeInvalid
+from .scope import glob_problem
 
 DEFAULT_RULES = TierRules()
 Code = IntakeProblemCode
@@ -87,7 +87,7 @@ def _problems(intake: TaskIntake, task_id: str | None) -> Iterator[IntakeProblem
                 continue
             first[item] = i
             if name.endswith("_paths"):
-                problem = scope_pattern_problem(item)
+                problem = glob_problem(item)
                 if problem:
                     yield IntakeProblem(at, Code.BAD_PATH, problem)
     yield from _ac_id_problems(intake.acceptance_criteria)

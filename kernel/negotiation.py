@@ -34,12 +34,14 @@ from protocol import (
     TaskIntake,
     TaskQueue,
     is_safe_id,
-    scope_pattern_problem,
 )
 
 from . import intake as intake_rules
-from .errors import QueueInvalid, RequirementsInvalid
+from .boundary import task_scope
+from .errors import QueueInvalid, RequirementsInvalid, ScopePatternError
 from .guard import check_parts
+from .markdown import lines as markdown_lines
+from .scope import ScopeRules, glob_problem
 from .snapshot import freeze
 from .triage import check as check_queue
 
@@ -84,8 +86,6 @@ _BOUNDARY_SCALARS = {
 }
 _QUEUE_FIELDS = {"priority", "max_attempts", "depends_on", "worker_backend"}
 
-_HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)[ \t#]*$")
-_FENCE = re.compile(r"^ {0,3}(```|~~~)")
 _KEY = re.compile(r"^([A-Za-z][A-Za-z0-9 _-]*?)[ \t]*:(?:[ \t]+(.*))?$")
 _BULLET = re.compile(r"^\s*[-*+][ \t]+(.*)$")
 _TASK_HEAD = re.compile(r"^(\S+?)\s*:\s*(.+)$")
@@ -195,28 +195,20 @@ def _parse(
     tasks: list[tuple[str, _Block]] = []
     section = ""
     current: _Block | None = None
-    fenced = False
-    for number, raw in enumerate(text.replace("\r\n", "\n").split("\n"), start=1):
-        if _FENCE.match(raw):
-            fenced = not fenced
+    for number, raw, level, heading in markdown_lines(text):
+        if level == 1 and not title:
+            title = heading.strip()
             continue
-        if fenced:
-            continue
-        heading = _HEADING.match(raw)
-        level = len(heading.group(1)) if heading else 0
-        if heading and level == 1 and not title:
-            title = heading.group(2).strip()
-            continue
-        if heading and level == 2:
-            section = _norm(heading.group(2))
+        if level == 2:
+            section = _norm(heading)
             current = None
             if section == "boundary":
                 if boundary is not None:
                     problems.append(f"line {number}: a second '## Boundary' section")
                 boundary = current = _Block(number, _BOUNDARY_LISTS, _BOUNDARY_SCALARS)
             continue
-        if section == "tasks" and heading and level == 3:
-            match = _TASK_HEAD.match(heading.group(2).strip())
+        if section == "tasks" and level == 3:
+            match = _TASK_HEAD.match(heading.strip())
             if match is None:
                 problems.append(f"line {number}: task heading must read '### KEY: Title'")
                 current = None
@@ -270,7 +262,7 @@ def _boundary(block: _Block | None, source_sha: str, problems: list[str]) -> Bou
         problems.append(f"boundary (line {block.line}): allowed_paths is empty")
     for name in ("allowed_paths", "forbidden_paths"):
         for i, pattern in enumerate(getattr(boundary, name)):
-            problem = scope_pattern_problem(pattern)
+            problem = glob_problem(pattern)
             if problem:
                 problems.append(f"boundary (line {block.line}): {name}[{i}]: {problem}")
     return boundary
@@ -288,9 +280,9 @@ def _task(
     title = values.pop("title")
     values["task_title"] = title
     values["task_id"] = key
-    values["allowed_paths"] = values.get("allowed_paths") or list(boundary.allowed_paths)
-    own_forbidden = values.get("forbidden_paths", [])
-    values["forbidden_paths"] = _unique([*own_forbidden, *boundary.forbidden_paths])
+    values["allowed_paths"], values["forbidden_paths"] = task_scope(
+        values.get("allowed_paths", []), values.get("forbidden_paths", []), boundary
+    )
     try:
         intake = msgspec.convert(values, TaskIntake, strict=False)
         head = {"key": key, "title": title, **queue_part}
@@ -301,13 +293,16 @@ def _task(
         return None
     for problem in intake_rules.validate(intake):
         problems.append(f"{where}: {problem.path}: {problem.reason}")
-    for violation in check_parts(
-        allowed=intake.allowed_paths,
-        forbidden=intake.forbidden_paths,
-        commands=intake.commands_to_run,
-        policy=None,
-        boundary=boundary,
-    ):
+    try:
+        violations = check_parts(
+            scope=ScopeRules(tuple(intake.allowed_paths), tuple(intake.forbidden_paths)),
+            commands=intake.commands_to_run,
+            policy=None,
+            boundary=boundary,
+        )
+    except ScopePatternError:
+        return task  # the unusable glob is already a problem (intake or boundary validation)
+    for violation in violations:
         problems.append(f"{where}: outside the boundary: {violation}")
     return task
 
@@ -335,7 +330,3 @@ def _unquote(value: str) -> str:
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "`\"'":
         return value[1:-1].strip()
     return value
-
-
-def _unique(items: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(items))

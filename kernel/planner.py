@@ -28,6 +28,7 @@ from protocol import (
 )
 
 from . import intake as intake_rules
+from .boundary import task_scope
 from .errors import CannotPlan
 
 _REVIEW_GATES = (
@@ -60,12 +61,9 @@ def plan_step(
     if intake is None:
         raise CannotPlan(task.key, "the task has neither a step_pack_ref nor an intake")
     intake_rules.check(intake, task_id=task.key, source=f"task {task.key} intake")
-    allowed = list(intake.allowed_paths) or list(boundary.allowed_paths if boundary else [])
+    allowed, forbidden = task_scope(intake.allowed_paths, intake.forbidden_paths, boundary)
     if not allowed:
         raise CannotPlan(task.key, "no allowed_paths in the intake and no frozen boundary")
-    forbidden = list(
-        dict.fromkeys([*intake.forbidden_paths, *(boundary.forbidden_paths if boundary else [])])
-    )
     criteria = list(intake.acceptance_criteria)
     ac_ids = [ac_id_of(text, i + 1) for i, text in enumerate(criteria)]
     commands = list(intake.commands_to_run)

@@ -26,7 +26,7 @@ from protocol import (
 
 from . import intake as intake_rules
 from .contract import DEFAULT_TEMPLATE, compile_contract
-from .errors import CannotPlan, KernelError
+from .errors import CannotPlan, PackMismatch
 from .guard import enforce
 from .planner import plan_step
 
@@ -35,18 +35,6 @@ STEP_PACK = "step_pack.json"
 MASTER_CONTRACT = "master_contract.md"
 TEMPLATE_SNAPSHOT = "template_snapshot.md"
 CONFORMANCE_REPORT = "conformance_report.json"
-
-
-class PackMismatch(KernelError):
-    """A referenced StepPack written for another task or run."""
-
-    def __init__(self, field: str, pack_value: str, expected: str) -> None:
-        self.field = field
-        self.pack_value = pack_value
-        self.expected = expected
-        super().__init__(
-            f"the step pack's {field} is {pack_value!r} but this preparation is for {expected!r}"
-        )
 
 
 class Prepared(msgspec.Struct, frozen=True):

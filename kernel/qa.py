@@ -21,7 +21,7 @@ results are reported, not which checks happen):
   wins). Files under the run's own artifacts directory are evidence, not work, and are left
   out of these comparisons;
 - **dependency policy**: manifest, lockfile and CI configuration changes against the pack's
-  `dependency_policy` (see `kernel.scope.dependency_violation`);
+  `dependency_policy` (see `kernel.dependencies.dependency_violation`);
 - **evidence**: each evidence path in `commands_executed`, `verification_results` and
   `evidence_map` lies under ``.artifacts/agent_runs/<run_id>/`` (an absolute path or one with
   ``..`` is a finding and is never looked up) and exists; each `evidence_required` pattern
@@ -58,18 +58,13 @@ from protocol import (
     StepResult,
     Verdict,
     ac_id_of,
+    scope_pattern_problem,
 )
 
+from .dependencies import dependency_violation
+from .errors import ScopePatternError
 from .facts import CommandRerun, WorkspaceFacts
-from .scope import (
-    ScopePatternError,
-    ScopeRules,
-    dependency_violation,
-    glob_matches,
-    glob_problem,
-    is_under,
-    normalize_path,
-)
+from .scope import ScopeRules, glob_matches, is_under, normalize_path, parse_problem
 
 R = QAReason
 
@@ -186,19 +181,22 @@ def primary_reason(review: QAReview) -> QAReason:
 
 def scope_rules_of(pack: StepPack) -> ScopeRules:
     """The pack's scope rules, once every glob in it (scope and evidence patterns) is known to
-    be usable; raises `ScopePatternError` naming the first that is not. Call it before
-    gathering facts, so a bad pack fails before any work is done."""
+    be usable; raises `ScopePatternError` naming the first that is not by the JSON path the
+    pack used. Call it before gathering facts, so a bad pack fails before any work is done.
+
+    Decoding has already refused scope globs of a bad form (`protocol.scope_pattern_problem`);
+    what is left to find here is what only the matcher knows. An evidence pattern of a bad
+    form is not an error: it matches nothing and the review reports it unmatched.
+    """
     view = pack.view
     rules = ScopeRules.of(view)
     for i, req in enumerate(view.evidence_required):
-        if "::" in req.path_pattern:
+        if "::" in req.path_pattern or scope_pattern_problem(req.path_pattern):
             continue
-        problem = glob_problem(req.path_pattern)
-        # A pattern outside the workspace is reported as unmatched; an unparsable one is an
-        # error in the pack.
-        if problem and normalize_path(req.path_pattern.rstrip("/")) is not None:
+        problem = parse_problem(req.path_pattern)
+        if problem:
             raise ScopePatternError(
-                f"evidence_required[{i}].path_pattern", req.path_pattern, problem
+                f"{view.evidence_required_at}[{i}].path_pattern", req.path_pattern, problem
             )
     return rules
 
@@ -279,10 +277,10 @@ def _commands(
 ) -> tuple[list[CommandCheck], list[_Issue]]:
     checks: list[CommandCheck] = []
     issues: list[_Issue] = []
+    counted = _counted_records(view, result)
     for i, command in enumerate(view.commands_to_run):
         gate_types = {g.type for g in view.gates if g.command_index == i}
-        records = [r for r in result.commands_executed if r.command == command]
-        record = records[-1] if records else None
+        record = result.commands_executed[counted[i]] if i in counted else None
         rerun = facts.rerun(i)
         found: list[_Issue] = []
         where = f"commands_to_run[{i}] `{command}`"
@@ -327,6 +325,13 @@ def _commands(
             )
         )
     return checks, issues
+
+
+def _counted_records(view: StepPackView, result: StepResult) -> dict[int, int]:
+    """The record that counts for each command the pack names, as commands_to_run index ->
+    commands_executed index: the last record of exactly that command text."""
+    last = {r.command: k for k, r in enumerate(result.commands_executed)}
+    return {i: last[c] for i, c in enumerate(view.commands_to_run) if c in last}
 
 
 def _effective_exit(claimed: int | None, rerun: CommandRerun | None) -> int | None:
@@ -420,14 +425,9 @@ def _changes(
 def _evidence_paths(
     view: StepPackView, result: StepResult, facts: WorkspaceFacts
 ) -> tuple[list[PathCheck], list[_Issue]]:
-    # The record that counts for each command: commands_executed index -> commands_to_run index.
-    counted: dict[int, int] = {}
-    for i, command in enumerate(view.commands_to_run):
-        idx = [k for k, r in enumerate(result.commands_executed) if r.command == command]
-        if idx:
-            counted[idx[-1]] = i
+    command_of = {k: i for i, k in _counted_records(view, result).items()}
     refs: list[tuple[str, int, str, str, int | None]] = [
-        ("commands_executed", k, r.command, r.evidence_path, counted.get(k))
+        ("commands_executed", k, r.command, r.evidence_path, command_of.get(k))
         for k, r in enumerate(result.commands_executed)
     ]
     refs += [

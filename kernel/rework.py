@@ -22,6 +22,7 @@ from protocol import (
     StepPack,
 )
 
+from .errors import ReworkError
 from .qa import primary_reason
 
 R = QAReason
@@ -50,10 +51,6 @@ _FIXES: dict[QAReason, str] = {
 }
 
 
-class ReworkError(ValueError):
-    """A rework that cannot be built: the review passed, or belongs to another step."""
-
-
 def build_rework(
     pack: StepPack,
     review: QAReview,
@@ -70,15 +67,21 @@ def build_rework(
     """
     view = pack.view
     if review.verdict is ReviewVerdict.PASS:
-        raise ReworkError("the review passed; there is nothing to rework")
+        raise ReworkError(
+            view.task_id, view.step_id, "the review passed; there is nothing to rework"
+        )
     ids = (review.task_id, review.run_id, review.step_id)
     if ids != (view.task_id, view.run_id, view.step_id):
         raise ReworkError(
+            view.task_id,
+            view.step_id,
             f"the review is of {'/'.join(ids)}, not of this pack's "
-            f"{view.task_id}/{view.run_id}/{view.step_id}"
+            f"{view.task_id}/{view.run_id}/{view.step_id}",
         )
     if rework_round < 1:
-        raise ReworkError(f"rework_round counts from 1, got {rework_round}")
+        raise ReworkError(
+            view.task_id, view.step_id, f"rework_round counts from 1, got {rework_round}"
+        )
 
     failed_gates = [
         FailedGate(

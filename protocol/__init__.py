@@ -19,7 +19,6 @@ from .checkpoint import (
     FileEntry,
     LinkEntry,
     RollbackReport,
-    Sha256,
     workspace_path_problem,
 )
 from .codec import convert, decode, encode, encode_pretty, read, to_builtins
@@ -77,6 +76,7 @@ from .qa_review import (
 )
 from .queue import QueueTask, Spend, TaskQueue, TaskStatus
 from .rework_pack import FailedGate, ReworkPack, ReworkScope
+from .scalars import NonNegInt, PosInt, Sha256
 from .step_pack import (
     ARTIFACTS_ROOT,
     Acceptance,
@@ -137,10 +137,12 @@ __all__ = [
     "IntakeProblemCode",
     "LastSelected",
     "LinkEntry",
+    "NonNegInt",
     "PathCheck",
     "PatternResult",
     "PlanSnapshot",
     "PlannedTask",
+    "PosInt",
     "Precondition",
     "Preparation",
     "PreparedFile",

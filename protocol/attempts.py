@@ -13,13 +13,11 @@ infrastructure failure: a limit breach, a crash, a result that could not be pars
 from __future__ import annotations
 
 import enum
-from typing import Annotated
 
 import msgspec
 
 from .errors import ProtocolError
-
-NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
+from .scalars import NonNegInt
 
 
 class AttemptPointer(msgspec.Struct, frozen=True, order=True):

@@ -18,14 +18,11 @@ from typing import Annotated
 import msgspec
 
 from .ids import SafeId
+from .scalars import NonNegInt, Sha256
 
-Sha256 = Annotated[
-    str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$", description="Lowercase hex SHA-256 digest.")
-]
 FileMode = Annotated[
     int, msgspec.Meta(ge=0, le=0o7777, description="Permission bits (st_mode & 0o7777).")
 ]
-NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
 
 
 def workspace_path_problem(path: str) -> str | None:

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import msgspec
 
 from .ids import SafeId
-
-Sha256 = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+from .scalars import Sha256
 
 
 class HeadingCheck(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -19,9 +19,8 @@ from typing import Annotated
 
 import msgspec
 
-from .checkpoint import Sha256
+from .scalars import PosInt, Sha256
 
-PosInt = Annotated[int, msgspec.Meta(ge=1)]
 Approver = Annotated[
     str,
     msgspec.Meta(

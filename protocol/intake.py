@@ -9,12 +9,13 @@ and the decision (`TierDecision`) records which rule sent a task where.
 from __future__ import annotations
 
 import enum
-from typing import Annotated, Literal
+from typing import Literal
 
 import msgspec
 
+from .scalars import PosInt
+
 Tier = Literal["tier2", "tier3"]
-PosInt = Annotated[int, msgspec.Meta(ge=1)]
 
 
 class RiskFlag(enum.StrEnum):

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import enum
-from typing import Annotated
 
 import msgspec
 
-NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
+from .scalars import NonNegInt
 
 
 class EndReason(enum.StrEnum):

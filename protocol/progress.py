@@ -7,18 +7,12 @@ SHA-256 of its own content), and ``preparation.json`` (what `runner prepare` dec
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import msgspec
 
-from .contract import Sha256
 from .ids import SafeId
 from .intake import TaskIntake, TierDecision
+from .scalars import NonNegInt, PosInt, Rate, Sha256
 from .step_pack import DependencyPolicy
-
-NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
-PosInt = Annotated[int, msgspec.Meta(ge=1)]
-Rate = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 
 
 class StatusCounts(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -7,15 +7,12 @@ are the kernel's (`kernel.triage`), so that every writer of the queue applies th
 from __future__ import annotations
 
 import enum
-from typing import Annotated
 
 import msgspec
 
 from .ids import SafeId
 from .intake import TaskIntake
-
-NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
-PosInt = Annotated[int, msgspec.Meta(ge=1)]
+from .scalars import NonNegInt, PosInt
 
 
 class TaskStatus(enum.StrEnum):

@@ -9,15 +9,14 @@ then only documents what went wrong, for a person to act on).
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 import msgspec
 
 from .ids import SafeId
 from .qa_review import QAReason, ReviewVerdict
+from .scalars import PosInt
 from .step_pack import DependencyPolicy
-
-PosInt = Annotated[int, msgspec.Meta(ge=1)]
 
 
 class FailedGate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -19,9 +19,8 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from .ids import SafeId
+from .scalars import NonNegInt, PosInt
 
-NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
-PosInt = Annotated[int, msgspec.Meta(ge=1)]
 GateId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 
 GateType = Literal[
@@ -39,6 +38,7 @@ DependencyMode = Literal["no-new-dependencies", "allow-new-dependencies"]
 
 ARTIFACTS_ROOT = ".artifacts/agent_runs"
 
+_ABSOLUTE = re.compile(r"^(?:[/\\]|[A-Za-z]:)")
 _AC_ID = re.compile(r"^\s*(AC[-_ ]?\d+[A-Za-z]?)\s*[:.)\]-]")
 
 
@@ -151,6 +151,12 @@ class StepPackView(msgspec.Struct, frozen=True):
     gates: tuple[Gate, ...]
     evidence_required: tuple[EvidenceRequirement, ...]
     runtime_policy: RuntimePolicy
+    # Where each repeated field was read (its first present copy), for messages that must name
+    # the JSON path the pack itself used: ``$.scope.allowed_paths`` rather than a guess.
+    allowed_paths_at: str = "$.allowed_paths"
+    forbidden_paths_at: str = "$.forbidden_paths"
+    dependency_policy_at: str = "$.dependency_policy"
+    evidence_required_at: str = "$.evidence_required"
 
     @property
     def run_dir(self) -> str:
@@ -229,7 +235,7 @@ class StepPack(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=Tru
             ],
             key=_as_set,
         )
-        _, policy = _agree(
+        policy_at, policy = _agree(
             "dependency_policy",
             [
                 ("$.dependency_policy", self.dependency_policy),
@@ -311,19 +317,35 @@ class StepPack(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=Tru
             gates=tuple(gate_list),
             evidence_required=tuple(evidence_list),
             runtime_policy=self.runtime_policy,
+            allowed_paths_at=allowed_at,
+            forbidden_paths_at=forbidden_at,
+            dependency_policy_at=policy_at,
+            evidence_required_at=evidence_at,
         )
 
 
 def scope_pattern_problem(pattern: str) -> str | None:
-    """Why a scope glob is unusable, or None. Globs are relative to the workspace root."""
+    """Why a scope glob is unusable, or None; a usable glob is already in canonical form.
+
+    Globs are relative to the workspace root and written as git prints paths: ``/``-separated,
+    no ``.`` or empty components (``./src/**`` and ``src//x`` can never match a path git
+    prints, so they are errors rather than silent non-matches). One trailing ``/`` is allowed:
+    it names a directory. The kernel adds what only its matcher knows (`kernel.scope`).
+    """
     if not pattern.strip():
         return "empty path pattern"
     if "\x00" in pattern or "\n" in pattern:
         return "path pattern contains a NUL or newline"
-    if pattern.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:[\\/]", pattern):
+    if _ABSOLUTE.match(pattern):
         return f"path pattern {pattern!r} is absolute; scope paths are relative to the workspace"
-    if ".." in re.split(r"[\\/]", pattern):
+    body = pattern.removesuffix("/")
+    if ".." in re.split(r"[\\/]", body):
         return f"path pattern {pattern!r} climbs out of the workspace with '..'"
+    if any(c in ("", ".") for c in body.split("/")):
+        return (
+            f"path pattern {pattern!r} has an empty or '.' component; write it as git prints "
+            "paths (src/**, not ./src/** or src//**)"
+        )
     return None
 
 

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import msgspec
 
 from .ids import SafeId
+from .scalars import NonNegInt
 
 ReasonCode = Annotated[
     str,
@@ -21,7 +22,6 @@ ReasonCode = Annotated[
         description="UPPER_SNAKE_CASE reason, e.g. PASS_ALL_CRITERIA, COMMAND_FAILED.",
     ),
 ]
-NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
 
 
 class Verdict(enum.StrEnum):

@@ -32,6 +32,11 @@ ERROR_EXIT_CODES: list[tuple[type[BaseException], int]] = [
 ]
 
 
+def exit_code_for(exc: BaseException) -> int | None:
+    """The exit code of the first `ERROR_EXIT_CODES` entry `exc` is an instance of, or None."""
+    return next((code for t, code in ERROR_EXIT_CODES if isinstance(exc, t)), None)
+
+
 class RunnerGroup(click.Group):
     """Maps our packages' errors to one clear message and an exit code; a traceback is a bug."""
 
@@ -39,9 +44,8 @@ class RunnerGroup(click.Group):
         try:
             return super().invoke(ctx)
         except tuple(t for t, _ in ERROR_EXIT_CODES) as exc:
-            code = next(c for t, c in ERROR_EXIT_CODES if isinstance(exc, t))
             click.echo(f"error: {exc}", err=True)
-            ctx.exit(code)
+            ctx.exit(exit_code_for(exc) or EXIT_INPUT)
 
 
 @click.group(cls=RunnerGroup, context_settings={"help_option_names": ["-h", "--help"]})

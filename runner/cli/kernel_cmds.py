@@ -15,9 +15,10 @@ from typing import Any
 import click
 import msgspec
 
+import kernel
 import protocol
 from kernel import intake as intake_rules
-from kernel import negotiation, preparation, triage
+from kernel import triage
 from kernel.contract import DEFAULT_TEMPLATE
 from kernel.intake import DEFAULT_RULES
 from kernel.snapshot import content_sha256
@@ -88,11 +89,11 @@ def _out_dir(out_dir: Path | None, run_id: str, task_id: str) -> Path:
     return out_dir or Path(ARTIFACTS_ROOT) / run_id / "prepare" / task_id
 
 
-def _write_prepared(prepared: preparation.Prepared, out_dir: Path) -> dict[Path, bytes]:
+def _write_prepared(prepared: kernel.Prepared, out_dir: Path) -> dict[Path, bytes]:
     return {out_dir / name: data for name, data in prepared.files.items()}
 
 
-def _echo_decision(prepared: preparation.Prepared, written: Sequence[Path]) -> None:
+def _echo_decision(prepared: kernel.Prepared, written: Sequence[Path]) -> None:
     decision = prepared.decision
     overridden = "" if decision.tier == decision.rules_tier else f" (rules: {decision.rules_tier})"
     click.echo(f"tier: {decision.tier}{overridden}")
@@ -136,7 +137,7 @@ def prepare(
     conformance_report.json.
     """
     intake = load(task_file, TaskIntake)
-    prepared = preparation.prepare(
+    prepared = kernel.prepare(
         intake,
         task_id=task_id,
         run_id=run_id,
@@ -162,7 +163,7 @@ def negotiate(
     requirements_md: Path, progress_dir: Path, queue_path: Path | None, refreeze: bool
 ) -> None:
     """Freeze a requirements markdown into plan_snapshot.json and boundary_snapshot.json."""
-    result = negotiation.negotiate(read_bytes(requirements_md), source=str(requirements_md))
+    result = kernel.negotiate(read_bytes(requirements_md), source=str(requirements_md))
     progress = Progress(progress_dir)
     files: dict[Path, bytes] = {}
     for path, old, new in (
@@ -180,7 +181,7 @@ def negotiate(
         queue = load_queue(queue_path, missing_ok=True)
         present = {t.key for t in queue.tasks}
         added = []
-        for task in negotiation.queue_tasks(result.plan.tasks):
+        for task in kernel.queue_tasks(result.plan.tasks):
             if task.key not in present:
                 queue = triage.add_task(queue, task)
                 added.append(task.key)
@@ -194,7 +195,7 @@ def negotiate(
         click.echo(f"kept as they are (already queued): {', '.join(kept)}")
 
 
-def _echo_frozen(result: negotiation.Negotiated) -> None:
+def _echo_frozen(result: kernel.Negotiated) -> None:
     log.info("negotiate.frozen", boundary_sha256=result.boundary.content_sha256)
     click.echo(f"plan: {len(result.plan.tasks)} task(s), sha256 {result.plan.content_sha256}")
     click.echo(f"boundary: sha256 {result.boundary.content_sha256}")
@@ -239,7 +240,7 @@ def prepare_next(
             return
         task = triage.get(queue, selection.key)
         pack = _referenced_pack(task, queue_path)
-        prepared = preparation.prepare_task(
+        prepared = kernel.prepare_task(
             task,
             run_id=run_id,
             pack=pack,
@@ -322,7 +323,7 @@ def queue_add(
     if step_pack is not None:
         pack = load(step_pack, StepPack)
         if pack.task_id != key:
-            raise preparation.PackMismatch("task_id", pack.task_id, key)
+            raise kernel.PackMismatch("task_id", pack.task_id, key)
         ref = _relative_ref(step_pack, queue_path)
     fields: dict[str, Any] = {
         "key": key,

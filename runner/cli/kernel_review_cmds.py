@@ -100,7 +100,7 @@ def review_step(
     except ScopePatternError as exc:
         raise protocol.ProtocolError(
             f"unusable pattern {exc.pattern!r}: {exc.reason}",
-            path=f"$.{exc.field}",
+            path=exc.field,
             source=str(step_pack_file),
         ) from None
 

@@ -6,16 +6,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kernel import (
-    AttemptCause,
+from kernel import AttemptCause, cause_after_outcome, cause_after_review, next_attempt
+from protocol import (
     AttemptKind,
     AttemptPointer,
-    cause_after_outcome,
-    cause_after_review,
+    EndReason,
+    QAReason,
+    QAReview,
+    ReviewVerdict,
+    StepOutcome,
+    Verdict,
     classify,
-    next_attempt,
 )
-from protocol import EndReason, QAReason, QAReview, ReviewVerdict, StepOutcome, Verdict
 
 
 def test_first_attempt_is_r0_s0_whatever_the_cause() -> None:

@@ -7,8 +7,9 @@ from typing import Any
 import msgspec
 import pytest
 
+from kernel import GuardRefused, ScopePatternError
 from kernel.errors import SnapshotTampered
-from kernel.guard import GuardRefused, ViolationKind, command_allowed, enforce, guard_violations
+from kernel.guard import ViolationKind, command_allowed, enforce, guard_violations
 from kernel.snapshot import freeze
 from protocol import BoundarySnapshot, DependencyPolicy, StepPack, decode, read
 from tests.conftest import SEED
@@ -17,7 +18,7 @@ BOUNDARY = freeze(
     BoundarySnapshot(
         source_sha256="0" * 64,
         allowed_paths=["src/report/**", "tests/**"],
-        forbidden_paths=["src/report/secrets/**", "*.lock"],
+        forbidden_paths=["src/report/secrets/**", "**/*.lock"],
         allowed_commands=["python -m pytest *", "ruff check ."],
     )
 )
@@ -29,12 +30,12 @@ def pack(**changes: Any) -> StepPack:
         "run_id": "R1",
         "step_id": "S1",
         "allowed_paths": ["src/report/cli.py", "tests/test_report.py"],
-        "forbidden_paths": ["*.lock"],
+        "forbidden_paths": ["**/*.lock"],
         "commands_to_run": ["python -m pytest tests/test_report.py -q"],
         "AC": ["AC1: works"],
     }
     data.update(changes)
-    return decode(json.dumps(data), StepPack)
+    return decode(json.dumps({k: v for k, v in data.items() if v is not KeyError}), StepPack)
 
 
 def kinds(p: StepPack) -> list[tuple[str, ViolationKind]]:
@@ -67,9 +68,24 @@ def test_a_pack_inside_the_boundary_passes() -> None:
         (
             {
                 "allowed_paths": ["src/report/**"],
-                "forbidden_paths": ["src/report/secrets/**", "*.lock"],
+                "forbidden_paths": ["src/report/secrets/**", "**/*.lock"],
             },
             [],
+        ),
+        (  # globs are anchored: `*.lock` forbids root lockfiles, not src/report/x.lock
+            {
+                "allowed_paths": ["src/report/**"],
+                "forbidden_paths": ["src/report/secrets/**", "*.lock"],
+            },
+            [("$.allowed_paths[0]", ViolationKind.PATH_FORBIDDEN_BY_BOUNDARY)],
+        ),
+        (  # the pack's own JSON path is named, whichever copy of the scope it used
+            {"allowed_paths": KeyError, "scope": {"allowed_paths": ["docs/**"]}},
+            [("$.scope.allowed_paths[0]", ViolationKind.PATH_OUTSIDE_BOUNDARY)],
+        ),
+        (
+            {"scope": {"dependency_policy": {"allow_ci_changes": True}}},
+            [("$.scope.dependency_policy.allow_ci_changes", ViolationKind.DEPENDENCY_POLICY_WIDER)],
         ),
         (
             {"commands_to_run": ["make all"]},
@@ -112,6 +128,16 @@ def test_refusal_says_where() -> None:
     )
     assert "$.commands_to_run[0] ('make'): matches no allowed_commands entry" in text
     assert len(err.value.violations) == 2
+
+
+def test_an_unusable_glob_is_an_error_naming_where_it_is() -> None:
+    with pytest.raises(ScopePatternError) as err:
+        guard_violations(pack(allowed_paths=["src/report/**", "src/[z-a]"]), BOUNDARY)
+    assert err.value.field == "$.allowed_paths[1]"
+    bad = freeze(msgspec.structs.replace(BOUNDARY, forbidden_paths=["a\\"], content_sha256=""))
+    with pytest.raises(ScopePatternError) as err:
+        guard_violations(pack(), bad)
+    assert err.value.field == "boundary.forbidden_paths[0]"
 
 
 def test_a_tampered_boundary_refuses_everything() -> None:

@@ -102,6 +102,11 @@ BAD = [
     (b"- python -m pytest tests/test_report.py -q\n", b"- curl x | sh\n",
      ["$.commands_to_run[0]", "shell control syntax"]),
     (b"- `src/report/**`\n", b"- /etc/**\n", ["allowed_paths[0]: path pattern '/etc/**' is"]),
+    (b"- src/report/secrets/**\n", b"- src/report/[z-a]/**\n",
+     ["boundary (line 9): forbidden_paths[0]: not a valid glob: bad character range z-a"]),
+    (b"- src/report/cli.py\n", b"- src/report/a\\\n",
+     ["task T-1 (line 26): $.allowed_paths[0]: not a valid glob: Invalid git pattern: "
+      "'src/report/a\\\\'"]),
     (b"### T-2: Document the flag", b"### Document the flag", ["task heading must read"]),
     (b"### T-2: Document the flag", b"### ../x: Document", ["line 41: task key '../x' is not"]),
     (b"### T-2: Document the flag", b"### T-1: Again", ["task key 'T-1' already used at line 26"]),

@@ -5,10 +5,10 @@ import hashlib
 import msgspec
 import pytest
 
+from kernel import GuardRefused, PackMismatch
 from kernel.errors import CannotPlan, IntakeInvalid
-from kernel.guard import GuardRefused
 from kernel.negotiation import negotiate, queue_tasks
-from kernel.preparation import PackMismatch, prepare, prepare_task
+from kernel.preparation import prepare, prepare_task
 from protocol import Preparation, QueueTask, RiskFlag, StepPack, TaskIntake, decode, read
 from tests.conftest import SEED
 from tests.kernel.test_negotiation import example

@@ -319,10 +319,10 @@ def test_unknown_result_section_in_pattern_is_unmatched() -> None:
 @pytest.mark.parametrize(
     ("field", "overrides"),
     [
-        ("allowed_paths[1]", {"allowed_paths": ["src/**", "src/a\\"]}),
-        ("forbidden_paths[0]", {"forbidden_paths": ["[z-a]"]}),
+        ("$.allowed_paths[1]", {"allowed_paths": ["src/**", "src/a\\"]}),
+        ("$.forbidden_paths[0]", {"forbidden_paths": ["[z-a]"]}),
         (
-            "evidence_required[0].path_pattern",
+            "$.evidence_required[0].path_pattern",
             {"evidence_required": [{"id": "E", "path_pattern": "a\\"}]},
         ),
     ],
