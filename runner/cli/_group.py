@@ -9,10 +9,15 @@ import click
 from protocol import ProtocolError
 from runner import __version__
 from runner.log import LEVELS, configure_logging
+from runner.supervisor import SupervisorError
 
 # Exit codes: 0 success; 1 a check ran and failed; 2 bad input or usage (as click uses 2).
 EXIT_INPUT = 2
-ERROR_EXIT_CODES: list[tuple[type[BaseException], int]] = [(ProtocolError, EXIT_INPUT)]
+EXIT_FAILED = 1
+ERROR_EXIT_CODES: list[tuple[type[BaseException], int]] = [
+    (ProtocolError, EXIT_INPUT),
+    (SupervisorError, EXIT_FAILED),
+]
 
 
 class RunnerGroup(click.Group):
