@@ -16,7 +16,7 @@ from .errors import ProtocolError
 from .ids import MAX_ID_LENGTH, SafeId, check_id, is_safe_id
 from .intake import RiskFlag, TaskIntake, Tier
 from .kinds import KINDS, decode_kind, detect_kind, schema
-from .outcome import EndReason, StepOutcome
+from .outcome import EndReason, ParseFailureReason, ResultParseFailure, StepOutcome
 from .qa_review import (
     CommandCheck,
     Finding,
@@ -68,6 +68,7 @@ __all__ = [
     "Finding",
     "Gate",
     "GateResult",
+    "ParseFailureReason",
     "PathCheck",
     "PatternResult",
     "Precondition",
@@ -75,6 +76,7 @@ __all__ = [
     "QAReason",
     "QAReview",
     "QueueTask",
+    "ResultParseFailure",
     "RetryPolicy",
     "ReviewVerdict",
     "ReworkPack",

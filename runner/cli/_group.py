@@ -9,6 +9,7 @@ import click
 from protocol import ProtocolError
 from runner import __version__
 from runner.log import LEVELS, configure_logging
+from runner.shim import ShimError
 from runner.supervisor import SupervisorError
 
 # Exit codes: 0 success; 1 a check ran and failed; 2 bad input or usage (as click uses 2).
@@ -16,6 +17,7 @@ EXIT_INPUT = 2
 EXIT_FAILED = 1
 ERROR_EXIT_CODES: list[tuple[type[BaseException], int]] = [
     (ProtocolError, EXIT_INPUT),
+    (ShimError, EXIT_INPUT),
     (SupervisorError, EXIT_FAILED),
 ]
 
