@@ -29,10 +29,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import signal
 import sys
-from collections.abc import Iterable
 from typing import NamedTuple
 
 TOKEN_ENV = "RUNNER_STEP_TOKEN"
@@ -114,6 +114,7 @@ def last_pid() -> int:
     return int(data.split()[-1])
 
 
+@functools.cache
 def pid_max() -> int:
     data = _read("/proc/sys/kernel/pid_max")
     try:
@@ -138,11 +139,6 @@ def _field(data: bytes | None, name: bytes) -> int | None:
 def _thread_group_leader(pid: int) -> bool:
     """True for a process, False for one of its threads (``/proc/<tid>`` resolves too)."""
     return _field(_read(f"/proc/{pid}/status"), b"Tgid:") == pid
-
-
-def _has_token(pid: int, needle: bytes) -> bool:
-    data = _read(f"/proc/{pid}/environ")
-    return data is not None and needle in data
 
 
 def rss_bytes(pid: int) -> int:
@@ -180,94 +176,156 @@ def become_subreaper() -> bool:
     return True
 
 
-class ProcessTree:
-    """Every process that ever belonged to one step, found by `refresh`.
+def new_pids(last: int, newest: int, top: int) -> list[int]:
+    """Pids allocated after `last` up to `newest`, in allocation order (`top` is pid_max).
 
-    `root` is the step's first process, a session and group leader (started with
-    ``start_new_session``); `since_pid` is the last pid allocated before it was spawned.
+    Allocation wraps from ``pid_max - 1`` to a low number; more than ``pid_max`` allocations
+    between two scans (hundreds of thousands a second) would go unseen. A long range is read
+    from one listing of /proc instead of probing every number.
+    """
+    if newest == last:
+        return []
+    spans = [(last + 1, newest + 1)] if newest > last else [(last + 1, top), (1, newest + 1)]
+    if sum(b - a for a, b in spans) <= _PROBE_LIMIT:
+        return [pid for a, b in spans for pid in range(a, b)]
+    with os.scandir("/proc") as entries:
+        listed = sorted(int(e.name) for e in entries if e.name.isdigit())
+    return [pid for a, b in spans for pid in listed if a <= pid < b]
+
+
+class _Scanner:
+    """Looks at each newly allocated pid once, for every step tree of this process.
+
+    Probing per tree would read the same /proc entries once per running step; on a busy
+    machine (a build spawning thousands of processes next to 16 idle agents) that was most of
+    the monitor's cost.
     """
 
-    def __init__(self, root: int, *, token: str, since_pid: int) -> None:
-        self.root = root
-        self.members: dict[int, int] = {}  # pid -> starttime
-        self.groups: set[int] = {root}
-        self.sessions: set[int] = {root}
-        self._needle = f"{TOKEN_ENV}={token}\0".encode()
-        self._me = os.getpid()
-        self._pid_max = pid_max()
-        self._last = since_pid
-        self._pending: set[int] = set()
-        self._unclaimed: dict[int, int] = {}  # children of ours seen but not (yet) members
-        root_stat = read_stat(root)
-        self.members[root] = root_stat.starttime if root_stat else -1
+    def __init__(self) -> None:
+        self.trees: dict[int, ProcessTree] = {}  # root pid -> tree
+        self.by_token: dict[bytes, ProcessTree] = {}
+        self.last = 0
+        self.pending: set[int] = set()
+        self.unclaimed: dict[int, int] = {}  # our children that belong to no tree (yet)
+        self.me = os.getpid()
 
-    def refresh(self) -> None:
-        """Find the members spawned since the last refresh."""
+    def register(self, tree: ProcessTree, since_pid: int) -> None:
+        if not self.trees:
+            self.last, self.pending, self.unclaimed = since_pid, set(), {}
+        else:
+            self.last = min(self.last, since_pid)
+        self.trees[tree.root] = tree
+        self.by_token[tree.token] = tree
+
+    def release(self, tree: ProcessTree) -> None:
+        self.trees.pop(tree.root, None)
+        self.by_token.pop(tree.token, None)
+
+    def scan(self) -> None:
         newest = last_pid()
-        for pid in [*sorted(self._pending), *self._new_pids(newest)]:
-            self._pending.discard(pid)
-            if pid in self.members or pid == self._me:
+        top = pid_max()
+        for pid in [*sorted(self.pending), *new_pids(self.last, newest, top)]:
+            self.pending.discard(pid)
+            if pid == self.me or pid in self.trees:
                 continue
             stat = read_stat(pid)
             if stat is None:
-                if 0 <= (newest - pid) % self._pid_max < _FRONTIER:
-                    self._pending.add(pid)
+                if 0 <= (newest - pid) % top < _FRONTIER:
+                    self.pending.add(pid)
                 continue
-            if self._linked(stat):
+            owner = self._owner(stat)
+            if owner is not None:
                 if _thread_group_leader(pid):
-                    self._adopt(stat)
-            elif stat.ppid == self._me and _thread_group_leader(pid):
-                self._unclaimed[pid] = stat.starttime
-        self._last = newest
+                    owner.adopt(stat)
+            elif stat.ppid == self.me and _thread_group_leader(pid):
+                self.unclaimed[pid] = stat.starttime
+        self.last = newest
         self._claim_orphans()
 
+    def _owner(self, stat: ProcStat) -> ProcessTree | None:
+        """The tree `stat` belongs to: by parent, group or session, else by its token."""
+        for tree in self.trees.values():
+            if (
+                stat.ppid in tree.members
+                or stat.pgrp in tree.groups
+                or stat.session in tree.sessions
+            ):
+                return tree
+        if stat.ppid == self.me:
+            return self.by_token.get(_token_of(stat.pid) or b"")
+        return None
+
     def _claim_orphans(self) -> None:
-        """Re-examine the runner's children that were not members when first seen.
+        """Re-examine the runner's children that belonged to no tree when first seen.
 
         A zombie's environment cannot be read, so an exited parent of an escaped grandchild
         (``setsid`` then fork then exit) is recognised only by the session or group of the
         grandchild, which may be found after it.
         """
-        for pid, starttime in list(self._unclaimed.items()):
+        for pid, starttime in list(self.unclaimed.items()):
             stat = read_stat(pid)
-            if stat is None or stat.starttime != starttime or stat.ppid != self._me:
-                del self._unclaimed[pid]
-            elif stat.pgrp in self.groups or stat.session in self.sessions:
-                del self._unclaimed[pid]
-                self._adopt(stat)
+            if stat is None or stat.starttime != starttime or stat.ppid != self.me:
+                del self.unclaimed[pid]
+                continue
+            for tree in self.trees.values():
+                if stat.pgrp in tree.groups or stat.session in tree.sessions:
+                    del self.unclaimed[pid]
+                    tree.adopt(stat)
+                    break
 
-    def _new_pids(self, newest: int) -> Iterable[int]:
-        """Pids allocated after `_last` up to `newest`, in allocation order.
 
-        Allocation wraps from ``pid_max - 1`` to a low number; more than ``pid_max``
-        allocations between two refreshes (hundreds of thousands a second) would go unseen.
-        """
-        last, top = self._last, self._pid_max
-        if newest == last:
-            return ()
-        spans = [(last + 1, newest + 1)] if newest > last else [(last + 1, top), (1, newest + 1)]
-        if sum(b - a for a, b in spans) <= _PROBE_LIMIT:
-            return [pid for a, b in spans for pid in range(a, b)]
-        with os.scandir("/proc") as entries:
-            listed = sorted(int(e.name) for e in entries if e.name.isdigit())
-        return [pid for a, b in spans for pid in listed if a <= pid < b]
+def _token_of(pid: int) -> bytes | None:
+    data = _read(f"/proc/{pid}/environ")
+    if not data:
+        return None
+    prefix = f"{TOKEN_ENV}=".encode()
+    for entry in data.split(b"\0"):
+        if entry.startswith(prefix):
+            return entry[len(prefix) :]
+    return None
 
-    def _linked(self, stat: ProcStat) -> bool:
-        """Parent, group or session of the step, or the step's token (threads match too)."""
-        return (
-            stat.ppid in self.members
-            or stat.pgrp in self.groups
-            or stat.session in self.sessions
-            or (stat.ppid == self._me and _has_token(stat.pid, self._needle))
-        )
 
-    def _adopt(self, stat: ProcStat) -> None:
+_SCANNER = _Scanner()
+
+
+class ProcessTree:
+    """Every process that ever belonged to one step, found by `refresh`.
+
+    `root` is the step's first process, a session and group leader (started with
+    ``start_new_session``) whose environment carries ``RUNNER_STEP_TOKEN=<token>``;
+    `since_pid` is the last pid allocated before it was spawned. Create the tree right after
+    the spawn, with no checkpoint in between, and `release` it when the step is over.
+    """
+
+    def __init__(self, root: int, *, token: str, since_pid: int) -> None:
+        self.root = root
+        self.token = token.encode()
+        # The root is our child: its pid cannot be reused before it is reaped, and after that
+        # it is gone (`root_reaped`), so it needs no start time.
+        self.members: dict[int, int] = {root: -1}  # pid -> starttime
+        self.groups: set[int] = {root}
+        self.sessions: set[int] = {root}
+        self.root_reaped = False
+        self._me = os.getpid()
+        _SCANNER.register(self, since_pid)
+
+    def release(self) -> None:
+        """The step is over: stop looking for its processes."""
+        _SCANNER.release(self)
+
+    def refresh(self) -> None:
+        """Find the members spawned since the last look (by any tree of this process)."""
+        _SCANNER.scan()
+
+    def adopt(self, stat: ProcStat) -> None:
         self.members[stat.pid] = stat.starttime
         self.groups.add(stat.pgrp)
         self.sessions.add(stat.session)
 
     def _current(self, pid: int) -> ProcStat | None:
         """The member's stat, or None when it is gone (or its pid now names another process)."""
+        if pid == self.root and self.root_reaped:
+            return None
         stat = read_stat(pid)
         if stat is None:
             return None
@@ -283,8 +341,15 @@ class ProcessTree:
     def running(self) -> list[int]:
         return [s.pid for s in self.alive() if s.state not in ("Z", "X")]
 
-    def group_alive(self) -> bool:
-        """True while any process is left in the step's own process group."""
+    def group_alive(self, alive: list[ProcStat]) -> bool:
+        """True while any process is left in the step's own process group.
+
+        While the root is unreaped its pid names the group, so ``killpg(root, 0)`` also sees
+        members not probed yet; after that, the members found are asked instead (the group id
+        could name somebody else's group once it is empty).
+        """
+        if self.root_reaped:
+            return any(s.pgrp == self.root for s in alive)
         try:
             os.killpg(self.root, 0)
         except ProcessLookupError:
@@ -299,30 +364,27 @@ class ProcessTree:
     def pss_bytes(self) -> int:
         return sum(pss_bytes(pid) for pid in self.running())
 
-    def signal(self, sig: int) -> int:
-        """Send `sig` to the step's group and to every running member; returns how many."""
-        sent = 0
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.root, sig)
-        for pid in self.running():
+    def signal_group(self, sig: int) -> None:
+        """Signal the step's process group (only while the root's pid still names it)."""
+        if not self.root_reaped:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
-                sent += 1
-        return sent
+                os.killpg(self.root, sig)
 
-    def reap(self, skip: Iterable[int] = ()) -> None:
-        """Collect the exit status of members that became our zombie children.
+    def settle(self) -> list[ProcStat]:
+        """Reap the members that became our zombie children; return the members left.
 
         Only members are waited for, by pid: never ``waitpid(-1)``, which would steal the exit
-        status of a child some other code is waiting for. `skip` is the root, which asyncio's
-        child watcher reaps.
+        status of a child some other code is waiting for. The root is left to asyncio's child
+        watcher.
         """
-        skipped = set(skip)
+        left = []
         for stat in self.alive():
-            if stat.pid in skipped or stat.ppid != self._me or stat.state != "Z":
-                continue
-            with contextlib.suppress(ChildProcessError, OSError):
-                os.waitpid(stat.pid, os.WNOHANG)
+            if stat.pid != self.root and stat.ppid == self._me and stat.state == "Z":
+                with contextlib.suppress(ChildProcessError, OSError):
+                    if os.waitpid(stat.pid, os.WNOHANG)[0] == stat.pid:
+                        continue
+            left.append(stat)
+        return left
 
 
 def signal_name(sig: int) -> str:

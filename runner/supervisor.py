@@ -43,6 +43,7 @@ import msgspec
 from protocol import EndReason, StepOutcome
 
 from . import _proctree
+from ._child import Child, feed
 from ._stream import OutputCapture, Sink
 from .log import get_logger
 
@@ -141,6 +142,7 @@ class StopRequest:
         self.event = anyio.Event()
         self.force = False
         self.detail = ""
+        self._wakes: set[anyio.Event] = set()
 
     def set(self, detail: str = "") -> None:
         if self.event.is_set():
@@ -148,6 +150,15 @@ class StopRequest:
             return
         self.detail = detail
         self.event.set()
+        for wake in self._wakes:
+            wake.set()
+
+    def watch(self, wake: anyio.Event) -> None:
+        """Set `wake` when the stop is requested (cheaper than a task per step waiting)."""
+        self._wakes.add(wake)
+
+    def unwatch(self, wake: anyio.Event) -> None:
+        self._wakes.discard(wake)
 
     @property
     def requested(self) -> bool:
@@ -190,22 +201,31 @@ async def run_step(spec: StepSpec, *, stop: StopRequest | None = None) -> StepRu
 
     _proctree.become_subreaper()
     token = secrets.token_hex(8)
-    env = dict(os.environ if spec.env is None else spec.env)
-    env[_proctree.TOKEN_ENV] = token
+    # The inherited environment is copied as bytes: no decoding and re-encoding per variable.
+    env: dict[bytes, bytes] = (
+        {**os.environb}
+        if spec.env is None
+        else {os.fsencode(k): os.fsencode(v) for k, v in spec.env.items()}
+    )
+    env[_proctree.TOKEN_ENV.encode()] = token.encode()
+    stdin_read = stdin_write = -1
+    if spec.stdin is not None:
+        stdin_read, stdin_write = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(stdin_write, False)
     since = _proctree.last_pid()
     try:
-        process = await anyio.open_process(
-            list(spec.argv),
-            stdin=subprocess.PIPE if spec.stdin is not None else subprocess.DEVNULL,
-            stdout=write_ends[0],
-            stderr=write_ends[1],
+        process = Child.start(
+            spec.argv,
             cwd=spec.cwd,
             env=env,
-            start_new_session=True,
+            stdin=stdin_read if spec.stdin is not None else subprocess.DEVNULL,
+            stdout=write_ends[0],
+            stderr=write_ends[1],
         )
     except (OSError, ValueError) as exc:  # ValueError: a NUL byte in argv or env
         out.close()
         err.close()
+        _close_all([stdin_write])
         return _not_started(
             EndReason.SPAWN_FAILED,
             started_at,
@@ -214,10 +234,11 @@ async def run_step(spec: StepSpec, *, stop: StopRequest | None = None) -> StepRu
             errno=getattr(exc, "errno", None),
         )
     finally:
-        _close_all(write_ends)
+        _close_all([*write_ends, stdin_read])
 
     tree = _proctree.ProcessTree(process.pid, token=token, since_pid=since)
     step = _Step(spec, process, tree, out=out, err=err, stop=stop, label=label, t0=t0)
+    step.stdin_fd = stdin_write
     log.debug("step.started", step=label, pid=process.pid, argv0=spec.argv[0])
     try:
         await step.run()
@@ -273,7 +294,7 @@ class _Step:
     def __init__(
         self,
         spec: StepSpec,
-        process: anyio.abc.Process,
+        process: Child,
         tree: _proctree.ProcessTree,
         *,
         out: OutputCapture,
@@ -302,56 +323,53 @@ class _Step:
         self.ended_at = ""
         self.t_end = 0.0
         self.finished = False
+        self.terminated = False
+        self.pumps_left = 2
+        self.pumps_done = anyio.Event()
+        self.stdin_fd = -1
 
     def _on_data(self, now: float) -> None:
         self.last_output = now
 
     async def run(self) -> None:
-        pumps_done = anyio.Event()
+        if self.stop is not None:
+            self.stop.watch(self.wake)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._wait_exit)
-            tg.start_soon(self._pump_both, pumps_done)
-            if self.stop is not None:
-                tg.start_soon(self._relay_stop, self.stop)
-            if self.spec.stdin is not None:
-                tg.start_soon(self._feed_stdin, self.spec.stdin)
+            tg.start_soon(self._pump, self.out)
+            tg.start_soon(self._pump, self.err)
+            if self.spec.stdin is not None and self.stdin_fd >= 0:
+                fd, self.stdin_fd = self.stdin_fd, -1
+                tg.start_soon(feed, fd, self.spec.stdin)
             self.reason = await self._monitor()
             await self._terminate()
-            with anyio.move_on_after(max(self.limits.kill_grace_sec, 0.1)):
-                await pumps_done.wait()
-            if not pumps_done.is_set():
+            if not self.pumps_done.is_set():
+                with anyio.move_on_after(max(self.limits.kill_grace_sec, 0.1)):
+                    await self.pumps_done.wait()
+            if not self.pumps_done.is_set():
                 self.notes.append("output pipe held open by a process outside the tree")
                 log.warning("step.output_held_open", step=self.label, pid=self.process.pid)
             tg.cancel_scope.cancel()
 
     async def _wait_exit(self) -> None:
         await self.process.wait()
+        self.tree.root_reaped = True
         self.exited = True
         self.wake.set()
 
-    async def _relay_stop(self, stop: StopRequest) -> None:
-        await stop.event.wait()
-        self.wake.set()
-
-    async def _pump_both(self, done: anyio.Event) -> None:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self.out.pump, self._on_data)
-            tg.start_soon(self.err.pump, self._on_data)
-        done.set()
-
-    async def _feed_stdin(self, data: bytes) -> None:
-        stdin = self.process.stdin
-        if stdin is None:
-            return
-        try:
-            await stdin.send(data)
-            await stdin.aclose()
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            pass  # the child closed its stdin: its business
+    async def _pump(self, capture: OutputCapture) -> None:
+        await capture.pump(self._on_data)
+        self.pumps_left -= 1
+        if self.pumps_left == 0:
+            self.pumps_done.set()
 
     async def _monitor(self) -> EndReason:
+        """Wait for the exit, a stop or a breach. The tree is measured at each poll tick (the
+        first one poll interval after the start: a step that ends sooner costs no /proc scan);
+        the runtime and silence deadlines wake the monitor exactly when they fall."""
         lim = self.limits
         limit_bytes = lim.max_memory_bytes
+        next_poll = self.t0 + lim.poll_interval_sec
         while True:
             if self.exited:
                 return EndReason.COMPLETED
@@ -359,22 +377,25 @@ class _Step:
                 self.notes.append(self.stop.detail or "cancelled")
                 return EndReason.CANCELLED
             now = time.monotonic()
-            self.tree.refresh()
-            rss = self.tree.rss_bytes()
-            self.peak_rss = max(self.peak_rss, rss)
-            if limit_bytes is not None and rss > limit_bytes:
-                pss = self.tree.pss_bytes()
-                if pss > limit_bytes:
-                    self.notes.append(
-                        f"tree memory {pss} bytes (PSS) over the limit of {lim.max_memory_mb} MB"
-                    )
-                    return EndReason.MEMORY_LIMIT
+            if now >= next_poll:
+                next_poll = now + lim.poll_interval_sec
+                self.tree.refresh()
+                rss = self.tree.rss_bytes()
+                self.peak_rss = max(self.peak_rss, rss)
+                if limit_bytes is not None and rss > limit_bytes:
+                    pss = self.tree.pss_bytes()
+                    if pss > limit_bytes:
+                        self.notes.append(
+                            f"tree memory {pss} bytes (PSS) over the limit of "
+                            f"{lim.max_memory_mb} MB"
+                        )
+                        return EndReason.MEMORY_LIMIT
             deadlines = self._deadlines()
             for at, reason, note in deadlines:
                 if at <= now:
                     self.notes.append(note)
                     return reason
-            timeout = min([lim.poll_interval_sec] + [at - now for at, _, _ in deadlines])
+            timeout = min([next_poll - now] + [at - now for at, _, _ in deadlines])
             with anyio.move_on_after(timeout):
                 await self.wake.wait()
 
@@ -391,9 +412,11 @@ class _Step:
         ]
 
     def _left(self) -> bool:
+        if self.process.returncode is not None:
+            self.tree.root_reaped = True
         self.tree.refresh()
-        self.tree.reap(skip=(self.process.pid,))
-        return bool(self.tree.alive()) or self.tree.group_alive()
+        left = self.tree.settle()
+        return bool(left) or self.tree.group_alive(left)
 
     def _signal_new(self, sig: int) -> None:
         for pid in self.tree.running():
@@ -403,6 +426,10 @@ class _Step:
 
     async def _terminate(self) -> None:
         """End every process of the tree: SIGTERM, grace, SIGKILL; wait until all are reaped."""
+        await self._kill_tree()
+        self.terminated = True
+
+    async def _kill_tree(self) -> None:
         if not self._left():
             return
         # Leftovers of a step that completed are routine; a breach is news.
@@ -414,8 +441,8 @@ class _Step:
             processes=len(self.tree.running()),
         )
         self._signal_new(signal.SIGTERM)
-        _send_group(self.tree.root, signal.SIGTERM)
-        _send_group(self.tree.root, signal.SIGCONT)
+        self.tree.signal_group(signal.SIGTERM)
+        self.tree.signal_group(signal.SIGCONT)
         for pid in self.signalled:
             _send(pid, signal.SIGCONT)
         deadline = time.monotonic() + self.limits.kill_grace_sec
@@ -426,7 +453,7 @@ class _Step:
             self._signal_new(signal.SIGTERM)
         give_up = time.monotonic() + _KILL_GIVE_UP_SEC
         while True:
-            _send_group(self.tree.root, signal.SIGKILL)
+            self.tree.signal_group(signal.SIGKILL)
             for pid in self.tree.running():
                 self.signalled.add(pid)
                 _send(pid, signal.SIGKILL)
@@ -443,14 +470,17 @@ class _Step:
         """Shielded cleanup: whatever happened, no process of the tree is left running."""
         if self.finished:
             return
+        if self.stop is not None:
+            self.stop.unwatch(self.wake)
         if self.reason is None:
             self.reason = EndReason.CANCELLED
             self.notes.append("cancelled by the caller")
-        await self._terminate()
+        if not self.terminated:
+            await self._terminate()
+        self.tree.release()
         with anyio.move_on_after(_KILL_GIVE_UP_SEC):
             await self.process.wait()
-        if self.process.stdin is not None:
-            await self.process.stdin.aclose()
+        _close_all([self.stdin_fd])
         self.out.close()
         self.err.close()
         for capture in (self.out, self.err):
@@ -497,15 +527,11 @@ def _send(pid: int, sig: int) -> None:
         os.kill(pid, sig)
 
 
-def _send_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
 def _close_all(fds: Iterable[int]) -> None:
     for fd in fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def _not_started(

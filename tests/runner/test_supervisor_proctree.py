@@ -6,13 +6,21 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from runner import _proctree
-from runner._proctree import ProcessTree, read_stat
+from runner._proctree import ProcessTree, new_pids, read_stat
 from tests.runner.hostile import PY
+
+
+@pytest.fixture
+def trees() -> Iterator[list[ProcessTree]]:
+    """Trees made by a test, released afterwards (they register with a process-wide scanner)."""
+    made: list[ProcessTree] = []
+    yield made
+    for tree in made:
+        tree.release()
 
 
 @pytest.fixture
@@ -50,7 +58,9 @@ def test_stat_parses_a_command_name_with_parentheses(
     assert stat.state in ("S", "R")
 
 
-def test_threads_are_not_members(spawned: list[subprocess.Popen[bytes]]) -> None:
+def test_threads_are_not_members(
+    spawned: list[subprocess.Popen[bytes]], trees: list[ProcessTree]
+) -> None:
     since = _proctree.last_pid()
     code = (
         "import threading, time\n"
@@ -60,6 +70,7 @@ def test_threads_are_not_members(spawned: list[subprocess.Popen[bytes]]) -> None
     )
     proc = start(spawned, code)
     tree = ProcessTree(proc.pid, token="t", since_pid=since)
+    trees.append(tree)
     tree.refresh()
     tids = {int(t) for t in os.listdir(f"/proc/{proc.pid}/task")}
     assert len(tids) == 5
@@ -67,7 +78,9 @@ def test_threads_are_not_members(spawned: list[subprocess.Popen[bytes]]) -> None
     assert tree.running() == [proc.pid]
 
 
-def test_orphan_carrying_the_token_is_claimed(spawned: list[subprocess.Popen[bytes]]) -> None:
+def test_orphan_carrying_the_token_is_claimed(
+    spawned: list[subprocess.Popen[bytes]], trees: list[ProcessTree]
+) -> None:
     _proctree.become_subreaper()
     since = _proctree.last_pid()
     code = (
@@ -95,29 +108,25 @@ def test_orphan_carrying_the_token_is_claimed(spawned: list[subprocess.Popen[byt
     time.sleep(0.1)  # the intermediate has exited: the escapee is our child now
     stat = read_stat(escapee)
     assert stat is not None and stat.ppid == os.getpid()
-    tree = ProcessTree(proc.pid, token="abc123", since_pid=since)
-    tree.refresh()
-    assert escapee in tree.members
     other = ProcessTree(proc.pid, token="another", since_pid=since)
     other.refresh()
-    assert escapee not in other.members, "the token, not the parentage, claimed it"
+    other.release()
+    assert escapee not in other.members, "no parent, group or session links it to the step"
+    tree = ProcessTree(proc.pid, token="abc123", since_pid=since)
+    trees.append(tree)
+    tree.refresh()
+    assert escapee in tree.members, "its token does"
     os.kill(escapee, 9)
     deadline = time.monotonic() + 5
     while read_stat(escapee) is not None and time.monotonic() < deadline:
-        tree.reap()
+        tree.settle()
         time.sleep(0.01)
-    assert read_stat(escapee) is None, "reap() collects a killed member that is our zombie"
+    assert read_stat(escapee) is None, "settle() reaps a killed member that is our zombie"
 
 
-def test_new_pid_ranges_wrap_and_fall_back_to_listing(tmp_path: Path) -> None:
-    tree = ProcessTree(os.getpid(), token="t", since_pid=100)
-    tree._pid_max = 1000
-    tree._last = 990
-    assert list(tree._new_pids(5)) == [*range(991, 1000), *range(1, 6)]
-    assert list(tree._new_pids(990)) == []
-    tree._pid_max = _proctree.pid_max()
-    tree._last = 1
-    listed = list(tree._new_pids(_proctree.pid_max() - 1))
+def test_new_pid_ranges_wrap_and_fall_back_to_listing() -> None:
+    assert new_pids(990, 5, 1000) == [*range(991, 1000), *range(1, 6)]
+    assert new_pids(990, 990, 1000) == []
+    listed = new_pids(1, _proctree.pid_max() - 1, _proctree.pid_max())
     assert os.getpid() in listed
-    assert all(os.path.isdir(f"/proc/{p}") or p > 0 for p in listed)
     assert len(listed) < 5000, "a huge range lists /proc instead of probing every pid"
