@@ -112,24 +112,29 @@ async def _files(n: int, parallel: int, tmp: Path) -> None:
 
 
 TREE = """
-import os, signal, sys, time
+import os, random, signal, sys, time
 child = os.fork()
 if child == 0:
     {ignore}
     time.sleep(60); os._exit(0)
-{hog}
+{before}
 print(time.time(), child, flush=True)
+{after}
 time.sleep(60)
 """
 IGNORE = "signal.signal(signal.SIGTERM, signal.SIG_IGN)"
-HOG = "hoard = bytearray(200 * 1024 * 1024)"
+# The memory case crosses its 200 MB limit in one step, right after printing the time, at a
+# random phase against the poll ticks.
+UNDER = "base = bytearray(120 * 1024 * 1024); time.sleep(random.uniform(0.3, 0.6))"
+OVER = "more = bytearray(120 * 1024 * 1024)"
 
 
 async def _latency_trial(script: str, limits: Limits, offset: float) -> tuple[float, bool]:
     """Seconds from the breach to `run_step` returning, and whether the tree is really gone.
 
-    The child prints the wall-clock time at which the breach starts counting (after its
-    allocation for the memory case; its last output for the silence case) and its child's pid.
+    The child prints the wall-clock time at which the breach starts counting (just before the
+    allocation that crosses the memory limit; its last output for the silence case) and its
+    child's pid.
     """
     run = await run_step(StepSpec(argv=[PY, "-c", script], limits=limits))
     returned = time.time()
@@ -149,13 +154,15 @@ async def latency(trials: int) -> None:
     print(f"\nPoll interval {poll} s, kill grace {grace} s: target < {poll + grace + 0.1:.2f} s.\n")
     print("| breach | tree | median | max |")
     print("| --- | --- | --- | --- |")
-    silence, memory = Limits(max_silence_sec=0.5), Limits(max_memory_mb=100)
+    silence, memory = Limits(max_silence_sec=0.5), Limits(max_memory_mb=200)
+    quiet = {"before": "", "after": ""}
+    hog = {"before": UNDER, "after": OVER}
     cases = [
-        ("silence (0.5 s)", "obeys SIGTERM", TREE.format(ignore="", hog=""), silence, 0.5),
-        ("silence (0.5 s)", "grandchild ignores SIGTERM", TREE.format(ignore=IGNORE, hog=""),
+        ("silence (0.5 s)", "obeys SIGTERM", TREE.format(ignore="", **quiet), silence, 0.5),
+        ("silence (0.5 s)", "grandchild ignores SIGTERM", TREE.format(ignore=IGNORE, **quiet),
          silence, 0.5),
-        ("memory (100 MB)", "obeys SIGTERM", TREE.format(ignore="", hog=HOG), memory, 0.0),
-        ("memory (100 MB)", "grandchild ignores SIGTERM", TREE.format(ignore=IGNORE, hog=HOG),
+        ("memory (200 MB)", "obeys SIGTERM", TREE.format(ignore="", **hog), memory, 0.0),
+        ("memory (200 MB)", "grandchild ignores SIGTERM", TREE.format(ignore=IGNORE, **hog),
          memory, 0.0),
     ]  # fmt: skip
     for breach, tree, script, limits, offset in cases:

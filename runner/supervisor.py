@@ -184,8 +184,12 @@ async def run_step(spec: StepSpec, *, stop: StopRequest | None = None) -> StepRu
     err = OutputCapture(spec.stderr, spec.tail_bytes)
     write_ends: list[int] = []
     try:
-        out.open()
-        err.open()
+        if isinstance(spec.stdout, Path) or isinstance(spec.stderr, Path):
+            # Creating files blocks on the filesystem (0.4 ms each on a loaded disk): off the
+            # event loop, so parallel steps create theirs concurrently.
+            await anyio.to_thread.run_sync(_open_sinks, out, err)
+        else:
+            _open_sinks(out, err)
         write_ends = [out.pipe(), err.pipe()]
     except OSError as exc:
         _close_all(write_ends)
@@ -525,6 +529,11 @@ class _Step:
 def _send(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, sig)
+
+
+def _open_sinks(out: OutputCapture, err: OutputCapture) -> None:
+    out.open()
+    err.open()
 
 
 def _close_all(fds: Iterable[int]) -> None:
