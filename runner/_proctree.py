@@ -374,8 +374,8 @@ class ProcessTree:
         """Reap the members that became our zombie children; return the members left.
 
         Only members are waited for, by pid: never ``waitpid(-1)``, which would steal the exit
-        status of a child some other code is waiting for. The root is left to asyncio's child
-        watcher.
+        status of a child some other code is waiting for. The root is left to its `Child`,
+        which reaps it.
         """
         left = []
         for stat in self.alive():

@@ -4,7 +4,7 @@ Output is read in chunks of at most 64 KiB as it arrives, never as lines (a 1 Gi
 newline must not grow the runner), written straight to the sink, and only a bounded tail is
 kept for parsing. Bytes are bytes: invalid UTF-8 is stored as it came.
 
-The runner makes the pipes itself instead of letting asyncio's subprocess transport own them:
+The runner makes the pipes itself (no asyncio subprocess transport owns them):
 a process that escaped the tree can hold a pipe's write end open forever, and only the owner of
 the read end can decide to stop reading and close it.
 
