@@ -69,13 +69,16 @@ class OutputCapture:
 
     def close(self) -> None:
         """Close the read end (a writer still holding the pipe gets SIGPIPE) and the sink."""
+        self._close_read()
+        if self._owned and self._fd is not None:
+            os.close(self._fd)
+        self._fd = None
+
+    def _close_read(self) -> None:
         if self._read_fd is not None:
             anyio.notify_closing(self._read_fd)
             os.close(self._read_fd)
             self._read_fd = None
-        if self._owned and self._fd is not None:
-            os.close(self._fd)
-        self._fd = None
 
     @property
     def tail(self) -> bytes:
@@ -104,9 +107,17 @@ class OutputCapture:
                         await anyio.to_thread.run_sync(_write_all, self._fd, chunk)
                     else:
                         _write_all(self._fd, chunk)
+                except BrokenPipeError:
+                    if not self._owned:
+                        # Pass-through to a reader that went away (``runner exec ... | head``):
+                        # pass the broken pipe on, as a shell pipeline would.
+                        self.error = "the reader of the pass-through output went away"
+                        self._close_read()
+                        return
+                    self.error = "cannot write output: broken pipe"
                 except OSError as exc:
                     # Keep draining (a child blocked on a full pipe would look hung), but stop
-                    # writing and say why: a disk full or a closed reader loses evidence.
+                    # writing and say why: a full disk loses evidence.
                     self.error = f"cannot write output: {exc.strerror or exc}"
             # A flood keeps the pipe readable forever: let the monitor run between chunks.
             await anyio.lowlevel.checkpoint()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -224,12 +225,19 @@ def exec_command(
 
 
 def _print_outcome(line: bytes, run: StepRun, *, passthrough: bool) -> None:
-    """The outcome as the last line of stdout, on a line of its own."""
+    """The outcome as the last line of stdout, on a line of its own (unless nobody reads it)."""
     out = sys.stdout.buffer
-    if passthrough and run.stdout_last_byte not in (None, ord("\n")):
-        out.write(b"\n")
-    out.write(line)
-    out.flush()
+    try:
+        if passthrough and run.stdout_last_byte not in (None, ord("\n")):
+            out.write(b"\n")
+        out.write(line)
+        out.flush()
+    except BrokenPipeError:
+        # `runner exec ... | head`: the reader is gone, as the command found out too. Point
+        # stdout at /dev/null so the interpreter's final flush does not complain either.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 @dataclass(frozen=True)

@@ -146,3 +146,21 @@ def test_signal_to_runner_kills_the_tree_and_reports_cancelled(
     assert sig.name in outcome["detail"]
     assert f"cancelled by {sig.name}".encode() in stderr
     assert survivors(recorded_pids(pids_file, expect=4), ended) == []
+
+
+def test_pass_through_to_a_reader_that_leaves_ends_like_a_pipeline() -> None:
+    """`runner exec -- yes | head -2`: the broken pipe reaches the command (SIGPIPE, 141)."""
+    proc = subprocess.Popen(
+        [*RUNNER, "exec", "--", "yes"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline() == b"y\n"
+    proc.stdout.close()
+    try:
+        code = proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == 128 + signal.SIGPIPE
+    assert b"Traceback" not in proc.stderr.read()
