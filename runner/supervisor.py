@@ -202,6 +202,11 @@ async def run_step(spec: StepSpec, *, stop: StopRequest | None = None) -> StepRu
             t0,
             f"cannot open output{where}: {exc.strerror or exc}",
         )
+    except BaseException:  # cancelled while the files were being created
+        _close_all(write_ends)
+        out.close()
+        err.close()
+        raise
 
     _proctree.become_subreaper()
     token = secrets.token_hex(8)
