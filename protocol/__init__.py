@@ -50,7 +50,7 @@ from .intake import (
     TierRules,
 )
 from .kinds import KINDS, decode_kind, detect_kind, schema
-from .outcome import EndReason, StepOutcome
+from .outcome import EndReason, ParseFailureReason, ResultParseFailure, StepOutcome
 from .progress import (
     BoundarySnapshot,
     LastSelected,
@@ -138,6 +138,7 @@ __all__ = [
     "LastSelected",
     "LinkEntry",
     "NonNegInt",
+    "ParseFailureReason",
     "PathCheck",
     "PatternResult",
     "PlanSnapshot",
@@ -150,6 +151,7 @@ __all__ = [
     "QAReason",
     "QAReview",
     "QueueTask",
+    "ResultParseFailure",
     "RetryPolicy",
     "ReviewVerdict",
     "ReworkPack",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from typing import Literal
 
 import msgspec
 
@@ -31,3 +32,24 @@ class StepOutcome(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     stderr_bytes: NonNegInt = 0
     pid: int | None = None
     detail: str = ""
+
+
+class ParseFailureReason(enum.StrEnum):
+    """Why no StepResult could be taken from a round (see docs/supervisor.md, the one rule)."""
+
+    NO_RESULT = "NO_RESULT"
+    RESULT_MALFORMED = "RESULT_MALFORMED"
+    RESULT_FILE_MALFORMED = "RESULT_FILE_MALFORMED"
+    RESULT_FILE_UNREADABLE = "RESULT_FILE_UNREADABLE"
+    RESULT_CONFLICT = "RESULT_CONFLICT"
+    RESULT_WRONG_STEP = "RESULT_WRONG_STEP"
+
+
+class ResultParseFailure(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A round whose output held no usable StepResult: an infrastructure failure (a retry),
+    never an exception. `excerpt` quotes what was found (bounded), for the reader."""
+
+    reason: ParseFailureReason
+    detail: str
+    excerpt: str = ""
+    source: Literal["file", "stdout"] | None = None

@@ -1,6 +1,7 @@
 """The `runner` command line. Each module holds the commands of one area."""
 
 from ._group import main
+from .exec_cmds import dispatch_rework, dispatch_step, exec_command
 from .kernel_cmds import negotiate, prepare, prepare_next, queue
 from .kernel_review_cmds import review_step
 from .protocol_cmds import schema, validate
@@ -16,5 +17,8 @@ main.add_command(queue)
 main.add_command(checkpoint)
 main.add_command(rollback_cmd)
 main.add_command(requirements)
+main.add_command(exec_command)
+main.add_command(dispatch_step)
+main.add_command(dispatch_rework)
 
 __all__ = ["main"]

@@ -14,6 +14,8 @@ from runner.facts import FactsError
 from runner.log import LEVELS, configure_logging
 from runner.progress import ProgressError, QueueLocked, SnapshotFrozen
 from runner.requirements import RequirementsError
+from runner.shim import ShimError
+from runner.supervisor import SupervisorError
 
 # Exit codes: 0 success; 1 a check ran and failed; 2 bad input or usage (as click uses 2).
 EXIT_INPUT = 2
@@ -29,6 +31,8 @@ ERROR_EXIT_CODES: list[tuple[type[BaseException], int]] = [
     (ProgressError, EXIT_INPUT),
     (CheckpointError, EXIT_INPUT),
     (RequirementsError, EXIT_INPUT),
+    (ShimError, EXIT_INPUT),
+    (SupervisorError, EXIT_CHECK),
 ]
 
 
