@@ -12,7 +12,7 @@ adds only which of them an attempt takes (`next_attempt`).
 
 from . import contract, intake, scoreboard, snapshot, triage
 from .attempts import AttemptCause, cause_after_outcome, cause_after_review, next_attempt
-from .backoff import BackoffPolicy, retry_delay
+from .backoff import retry_delay
 from .dependencies import DependencyKind, dependency_kind, dependency_violation
 from .dialogue import RequirementsDraft, draft_from_dialogue, render_draft
 from .errors import (
@@ -39,7 +39,7 @@ from .negotiation import Negotiated, negotiate, queue_tasks
 from .planner import plan_step
 from .preparation import Prepared, prepare, prepare_task
 from .qa import FAIL_REASONS, primary_reason, review, scope_rules_of, verdict_for
-from .rework import build_rework
+from .rework import build_conflict_rework, build_rework
 from .rollback import Conflict, Observed, RollbackPlan, plan_rollback
 from .scope import ScopeRules, glob_problem
 
@@ -47,7 +47,6 @@ __all__ = [
     "CLAIMS_ONLY",
     "FAIL_REASONS",
     "AttemptCause",
-    "BackoffPolicy",
     "CannotPlan",
     "CommandRerun",
     "Conflict",
@@ -79,6 +78,7 @@ __all__ = [
     "ViolationKind",
     "WorkspaceFacts",
     "assess_freeze",
+    "build_conflict_rework",
     "build_rework",
     "cause_after_outcome",
     "cause_after_review",

@@ -8,18 +8,7 @@ kernel owns no randomness, so a seeded run is reproducible).
 
 from __future__ import annotations
 
-from typing import Annotated
-
-import msgspec
-
-NonNegFloat = Annotated[float, msgspec.Meta(ge=0)]
-
-
-class BackoffPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    base_sec: NonNegFloat = 1.0
-    factor: Annotated[float, msgspec.Meta(ge=1)] = 2.0
-    max_sec: NonNegFloat = 60.0
-    jitter: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.0
+from protocol import BackoffPolicy
 
 
 def retry_delay(

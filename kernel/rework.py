@@ -48,6 +48,7 @@ _FIXES: dict[QAReason, str] = {
     R.EVIDENCE_PATTERN_UNMATCHED: "Produce the required evidence",
     R.WORKER_FAILED: "Finish the step; report PASS only when every criterion is met",
     R.WORKER_VERDICT_NOT_PASS: "Finish the step; report PASS only when every criterion is met",
+    R.MERGE_CONFLICT: "Redo the change on top of the current target branch",
 }
 
 
@@ -114,6 +115,45 @@ def build_rework(
         acceptance_criteria=[c.text for c in view.criteria],
         review_ref=review_ref,
         review_verdict=review.verdict,
+    )
+
+
+def build_conflict_rework(
+    pack: StepPack, conflicted_files: Iterable[str], *, rework_round: int
+) -> ReworkPack:
+    """The ReworkPack for work that passed review but conflicts with the target branch.
+
+    The worker gets a fresh workspace at the target's new head and redoes the change there;
+    the conflicted files are named so it can look at what landed meanwhile. Deterministic, like
+    `build_rework`.
+    """
+    view = pack.view
+    if rework_round < 1:
+        raise ReworkError(
+            view.task_id, view.step_id, f"rework_round counts from 1, got {rework_round}"
+        )
+    files = sorted(set(conflicted_files))
+    listed = ", ".join(files) if files else "(git named no file)"
+    return ReworkPack(
+        task_id=view.task_id,
+        run_id=view.run_id,
+        step_id=view.step_id,
+        rework_round=rework_round,
+        reason_code=R.MERGE_CONFLICT,
+        scope_guard=ReworkScope(
+            allowed_paths=list(view.allowed_paths),
+            forbidden_paths=list(view.forbidden_paths),
+            dependency_policy=view.dependency_policy,
+        ),
+        step_title=view.title,
+        objective=view.objective,
+        minimal_fix_list=[
+            f"{_FIXES[R.MERGE_CONFLICT]}: the workspace now starts from the target branch, "
+            f"which changed these files since your work began: {listed}",
+            *[f"Re-check {f} against what landed on the target branch" for f in files],
+        ],
+        rerun_commands=list(view.commands_to_run),
+        acceptance_criteria=[c.text for c in view.criteria],
     )
 
 

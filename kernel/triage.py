@@ -360,6 +360,19 @@ def record_rework(queue: TaskQueue, key: str, *, now: str) -> TaskQueue:
     return _replace(queue, key, reworks=task.reworks + 1, updated_at=now)
 
 
+def release(queue: TaskQueue, key: str, *, reason: str, now: str) -> TaskQueue:
+    """Give back the attempt in progress on `key`: in_progress -> pending, attempts - 1.
+
+    For an attempt the runner abandoned itself (killed, interrupted by a signal): it judged
+    nothing, so it must not use up one of the task's attempts.
+    """
+    task = get(queue, key)
+    if task.status is not S.IN_PROGRESS:
+        raise IllegalTransition(key, task.status, S.PENDING, sorted(TRANSITIONS[task.status]))
+    queue = transition(queue, key, S.PENDING, reason=reason, now=now)
+    return _replace(queue, key, attempts=max(0, task.attempts - 1))
+
+
 def reopen(
     queue: TaskQueue, key: str, *, reason: str, now: str, extra_attempts: int = 0
 ) -> TaskQueue:

@@ -11,6 +11,7 @@ from .attempts import (
     classify,
     next_pointers,
 )
+from .campaign import BackoffPolicy, CampaignConfig, Hooks, StepLimits
 from .checkpoint import (
     AbsentEntry,
     CheckpointEntry,
@@ -110,7 +111,9 @@ __all__ = [
     "AttemptKind",
     "AttemptOrderError",
     "AttemptPointer",
+    "BackoffPolicy",
     "BoundarySnapshot",
+    "CampaignConfig",
     "CheckpointEntry",
     "CheckpointManifest",
     "CommandCheck",
@@ -133,6 +136,7 @@ __all__ = [
     "Gate",
     "GateResult",
     "HeadingCheck",
+    "Hooks",
     "IntakeProblem",
     "IntakeProblemCode",
     "LastSelected",
@@ -168,6 +172,7 @@ __all__ = [
     "Sha256",
     "Spend",
     "StatusCounts",
+    "StepLimits",
     "StepOutcome",
     "StepPack",
     "StepPackView",

@@ -6,6 +6,7 @@ from typing import Any
 
 import msgspec
 
+from .campaign import CampaignConfig
 from .checkpoint import CheckpointManifest, RollbackReport
 from .codec import decode
 from .contract import ConformanceReport
@@ -21,6 +22,7 @@ from .step_pack import StepPack
 from .step_result import StepResult
 
 KINDS: dict[str, type[Any]] = {
+    "campaign-config": CampaignConfig,
     "step-pack": StepPack,
     "rework-pack": ReworkPack,
     "step-result": StepResult,

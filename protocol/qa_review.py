@@ -51,6 +51,8 @@ class QAReason(enum.StrEnum):
     EVIDENCE_PATTERN_UNMATCHED = "EVIDENCE_PATTERN_UNMATCHED"
     WORKER_FAILED = "WORKER_FAILED"
     WORKER_VERDICT_NOT_PASS = "WORKER_VERDICT_NOT_PASS"
+    # Not a review finding: accepted work that could not be merged into the target branch.
+    MERGE_CONFLICT = "MERGE_CONFLICT"
 
 
 # What a review may lack: the files git says changed, the evidence files that exist, the exit

@@ -7,6 +7,7 @@ are the kernel's (`kernel.triage`), so that every writer of the queue applies th
 from __future__ import annotations
 
 import enum
+from typing import Literal
 
 import msgspec
 
@@ -40,8 +41,11 @@ class QueueTask(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One task in the queue. Its position in `TaskQueue.tasks` is its insertion order.
 
     `priority`: lower runs first (0 is the most urgent, as in P0, P1, ...). `attempts` counts
-    attempts started (an attempt is counted when the task is claimed, so a crash mid-attempt
-    still uses one up). `reworks` counts rework rounds inside those attempts.
+    attempts started (counted when the task is claimed; an attempt the runner itself abandoned,
+    killed or interrupted, is given back when the runner resumes). `reworks` counts rework
+    rounds inside those attempts. `resume_as` says how the next attempt continues the last:
+    ``retry`` (same R, S+1) after an infrastructure failure, ``revision`` (R+1, S0) after a
+    failing review; None before the first attempt.
     """
 
     key: SafeId
@@ -58,6 +62,7 @@ class QueueTask(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     last_reason: str | None = None
     updated_at: str | None = None
     spend: Spend | None = None
+    resume_as: Literal["retry", "revision"] | None = None
 
 
 class TaskQueue(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -4,7 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kernel.backoff import BackoffPolicy, retry_delay
+from kernel.backoff import retry_delay
+from protocol import BackoffPolicy
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,16 @@ import pytest
 from hypothesis import given, settings
 
 import protocol
-from kernel import CommandRerun, ReworkError, WorkspaceFacts, build_rework, review
+from kernel import (
+    CommandRerun,
+    ReworkError,
+    WorkspaceFacts,
+    build_conflict_rework,
+    build_rework,
+    review,
+)
 from protocol import QAReason, ReviewVerdict, ReworkPack, Verdict
+from tests.conftest import SEED_PACKS
 from tests.kernel.qa_cases import AC1, AC2, seed_case, small_case
 from tests.kernel.qa_strategies import PACK, cases
 
@@ -131,3 +139,17 @@ def test_rework_packs_are_byte_stable(case: tuple[protocol.StepResult, Workspace
     again = protocol.decode(protocol.encode(rv), protocol.QAReview)
     reloaded = protocol.decode(protocol.encode(PACK), protocol.StepPack)
     assert protocol.encode(build_rework(reloaded, again, rework_round=1)) == first
+
+
+def test_conflict_rework_names_files_and_is_deterministic() -> None:
+    pack = protocol.read(SEED_PACKS[2], protocol.StepPack)
+    one = build_conflict_rework(pack, ["kit/README.md", "kit/README.md", "a.txt"], rework_round=2)
+    two = build_conflict_rework(pack, ["a.txt", "kit/README.md"], rework_round=2)
+    assert protocol.encode(one) == protocol.encode(two)
+    assert one.reason_code is QAReason.MERGE_CONFLICT
+    assert one.rework_round == 2
+    assert "a.txt, kit/README.md" in one.minimal_fix_list[0]
+    assert one.rerun_commands == list(pack.view.commands_to_run)
+    assert one.scope_guard.allowed_paths == list(pack.view.allowed_paths)
+    with pytest.raises(ReworkError):
+        build_conflict_rework(pack, [], rework_round=0)

@@ -381,3 +381,19 @@ def test_a_long_chain_does_not_recurse() -> None:
     tasks[0] = msgspec.structs.replace(tasks[0], depends_on=[f"T{n - 1}"])
     (cycle,) = triage.find_cycles(queue(*tasks))
     assert len(cycle) == n
+
+
+def test_release_gives_the_attempt_back() -> None:
+    queue = TaskQueue(tasks=[QueueTask(key="A", title="a", max_attempts=1)])
+    claimed = triage.claim(queue, "A", now="2026-01-01T00:00:00Z")
+    assert claimed.tasks[0].attempts == 1
+    released = triage.release(claimed, "A", reason="interrupted", now="2026-01-01T00:00:01Z")
+    task = released.tasks[0]
+    assert (task.status, task.attempts, task.last_reason) == (
+        TaskStatus.PENDING,
+        0,
+        "interrupted",
+    )
+    # Only an attempt in progress can be released.
+    with pytest.raises(IllegalTransition):
+        triage.release(released, "A", reason="again", now="2026-01-01T00:00:02Z")
