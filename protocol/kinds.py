@@ -9,6 +9,7 @@ import msgspec
 from .codec import decode
 from .errors import ProtocolError
 from .intake import TaskIntake
+from .ledger_events import LEDGER_RECORD
 from .outcome import StepOutcome
 from .qa_review import QAReview
 from .queue import QueueTask, TaskQueue
@@ -25,6 +26,7 @@ KINDS: dict[str, type[Any]] = {
     "task-queue": TaskQueue,
     "queue-task": QueueTask,
     "step-outcome": StepOutcome,
+    "ledger-event": LEDGER_RECORD,
 }
 
 

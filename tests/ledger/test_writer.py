@@ -1,0 +1,245 @@
+"""The writer: many producers, group commit, the task rules, the lock, O(1) open, recovery."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import msgspec
+import pytest
+
+from ledger.errors import (
+    AttemptOrderRejected,
+    AttemptStillOpen,
+    EventRejected,
+    InvalidEvent,
+    InvalidLedgerId,
+    LedgerDamaged,
+    LedgerLocked,
+    PointerMismatch,
+    TaskAlreadyClosed,
+)
+from ledger.lock import CLEAN, DIRTY
+from ledger.store import ProjectPaths
+from ledger.verify import verify_project
+from ledger.writer import Appended, open_ledger
+from protocol import AttemptKind, AttemptPointer
+from protocol.ledger_events import (
+    AttemptInterrupted,
+    AttemptStarted,
+    CampaignFinished,
+    FinalStatus,
+    ProjectRecord,
+    RecoveredTornTail,
+    StepOutcomeRecorded,
+    TaskClosed,
+    TaskRecord,
+)
+from protocol.outcome import EndReason
+from tests.ledger.conftest import PROJECT, attempt, listing
+
+pytestmark = pytest.mark.anyio
+
+
+def records(path: Path, type_: type[ProjectRecord] | type[TaskRecord]) -> list[object]:
+    return [msgspec.json.decode(line, type=type_) for line in path.read_bytes().splitlines()]
+
+
+async def test_concurrent_producers_are_all_committed_and_verify(tmp_path: Path) -> None:
+    results: list[Appended] = []
+
+    async with open_ledger(tmp_path, PROJECT, create=True) as ledger:
+
+        async def producer(n: int) -> None:
+            task = f"T-{n}"
+            for s in range(5):
+                results.append(await ledger.append_task_event(task, attempt(0, s)))
+
+        async with anyio.create_task_group() as tg:
+            for n in range(16):
+                tg.start_soon(producer, n)
+    paths = ProjectPaths.of(tmp_path, PROJECT)
+    report = verify_project(paths)
+    assert report.ok, report.problems
+    assert len(results) == 80
+    # Group commit: 80 events from 16 producers did not need 80 separate batches, and every
+    # acknowledged event is where its receipt says.
+    assert len({r.project_seq for r in results}) == 80
+    for r in results:
+        assert r.task_id is not None
+        line = paths.task_events(r.task_id).read_bytes().splitlines()[r.seq]
+        assert msgspec.json.decode(line, type=TaskRecord).event_hash == r.event_hash
+    timestamps = {rec.ts for rec in records(paths.events, ProjectRecord)}  # type: ignore[attr-defined]
+    assert len(timestamps) < 80, "events shared batches (one timestamp per batch)"
+
+
+async def test_rs_rules_are_enforced_with_the_legal_next_pointers(tmp_path: Path) -> None:
+    async with open_ledger(tmp_path, PROJECT, create=True, mode="buffered") as ledger:
+        with pytest.raises(AttemptOrderRejected) as first:
+            await ledger.append_task_event("T-1", attempt(0, 1))
+        assert first.value.legal == (AttemptPointer(0, 0),)
+        await ledger.append_task_event("T-1", attempt(0, 0))
+        head = ledger.head
+        with pytest.raises(AttemptOrderRejected) as skip:
+            await ledger.append_task_event("T-1", attempt(0, 2))
+        assert "retry keeps R" in str(skip.value)
+        assert skip.value.legal == (AttemptPointer(0, 1), AttemptPointer(1, 0))
+        assert ledger.head == head, "a refused event writes nothing"
+        await ledger.append_task_event("T-1", attempt(1, 0))
+        await ledger.append_task_event("T-1", TaskClosed(final_status=FinalStatus.ACCEPTED))
+        with pytest.raises(TaskAlreadyClosed):
+            await ledger.append_task_event("T-1", attempt(1, 1))
+        with pytest.raises(TaskAlreadyClosed):
+            await ledger.append_task_event("T-1", TaskClosed(final_status=FinalStatus.FAILED))
+    assert verify_project(ProjectPaths.of(tmp_path, PROJECT)).ok
+
+
+async def test_started_attempt_must_be_finished_before_the_next(tmp_path: Path) -> None:
+    started = AttemptStarted(r=0, s=0, kind=AttemptKind.FIRST, worker_backend="mock")
+    async with open_ledger(tmp_path, PROJECT, create=True, mode="buffered") as ledger:
+        with pytest.raises(EventRejected, match="is a first attempt, not retry"):
+            await ledger.append_task_event(
+                "T", AttemptStarted(r=0, s=0, kind=AttemptKind.RETRY, worker_backend="m")
+            )
+        await ledger.append_task_event("T", started)
+        outcome = StepOutcomeRecorded(
+            r=0, s=0, reason=EndReason.SILENCE_LIMIT, exit_code=None, started_at="a",
+            ended_at="b", duration_ms=5,
+        )  # fmt: skip
+        await ledger.append_task_event("T", outcome)
+        with pytest.raises(PointerMismatch):
+            await ledger.append_task_event("T", msgspec.structs.replace(outcome, s=1))
+        with pytest.raises(AttemptStillOpen):
+            await ledger.append_task_event(
+                "T", AttemptStarted(r=0, s=1, kind=AttemptKind.RETRY, worker_backend="m")
+            )
+        await ledger.append_task_event("T", AttemptInterrupted(r=0, s=0, reason="killed"))
+        with pytest.raises(EventRejected, match="no open attempt"):
+            await ledger.append_task_event("T", AttemptInterrupted(r=0, s=0, reason="again"))
+        await ledger.append_task_event(
+            "T", AttemptStarted(r=0, s=1, kind=AttemptKind.RETRY, worker_backend="m")
+        )
+        await ledger.append_task_event("T", attempt(0, 1))  # completes the open attempt
+        state = ledger.task_state("T")
+        assert (state.pointer, state.attempt_open) == (AttemptPointer(0, 1), False)
+    assert verify_project(ProjectPaths.of(tmp_path, PROJECT)).ok
+
+
+async def test_invalid_events_and_ids_are_refused_before_writing(tmp_path: Path) -> None:
+    async with open_ledger(tmp_path, PROJECT, create=True, mode="buffered") as ledger:
+        head = ledger.head
+        with pytest.raises(InvalidEvent):
+            await ledger.append_task_event("T", attempt(0, 0, code_content="\ud800"))
+        with pytest.raises(InvalidEvent):
+            await ledger.append_task_event("T", attempt(-1, 0))
+        with pytest.raises(InvalidEvent):
+            await ledger.append_project_event(attempt(0, 0))
+        for bad in ["../x", "a/b", "", ".hidden", "x" * 200, "a..b"]:
+            with pytest.raises(InvalidLedgerId):
+                await ledger.append_task_event(bad, attempt(0, 0))
+        assert ledger.head == head
+        assert ledger.task_state("T").seq == -1
+    before = listing(tmp_path)
+    assert "proj/tasks/T" not in before
+    with pytest.raises(InvalidLedgerId):
+        async with open_ledger(tmp_path, "../escape", create=True):
+            pass
+    assert listing(tmp_path) == before
+
+
+async def test_second_writer_is_locked_out_or_waits(tmp_path: Path) -> None:
+    async with open_ledger(tmp_path, PROJECT, create=True, mode="buffered"):
+        with pytest.raises(LedgerLocked):
+            async with open_ledger(tmp_path, PROJECT):
+                pass
+    got_in = anyio.Event()
+
+    async def late_writer() -> None:
+        async with open_ledger(tmp_path, PROJECT, lock_timeout=5, mode="buffered") as ledger:
+            await ledger.append_project_event(CampaignFinished(campaign_id="c", cycles=1,
+                                                               stop_reason="done"))  # fmt: skip
+            got_in.set()
+
+    async with anyio.create_task_group() as tg:
+        async with open_ledger(tmp_path, PROJECT, mode="buffered"):
+            tg.start_soon(late_writer)
+            await anyio.sleep(0.2)
+            assert not got_in.is_set()
+        await got_in.wait()
+    assert verify_project(ProjectPaths.of(tmp_path, PROJECT)).ok
+
+
+async def test_open_reads_only_the_tails(tmp_path: Path) -> None:
+    async with open_ledger(tmp_path, PROJECT, create=True, mode="buffered") as ledger:
+        for s in range(50):
+            await ledger.append_task_event("T", attempt(0, s))
+    paths = ProjectPaths.of(tmp_path, PROJECT)
+    # Damage in the middle of both chains: open does not read there (O(1)); verify does.
+    for path in (paths.events, paths.task_events("T")):
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 1
+        path.write_bytes(bytes(data))
+    async with open_ledger(tmp_path, PROJECT, mode="buffered") as ledger:
+        assert ledger.head.seq == 50
+        assert ledger.task_state("T").pointer == AttemptPointer(0, 49)
+    assert not verify_project(paths).ok
+
+
+async def test_torn_tails_are_quarantined_and_recorded_after_a_crash(tmp_path: Path) -> None:
+    async with open_ledger(tmp_path, PROJECT, create=True, mode="buffered") as ledger:
+        await ledger.append_task_event("T", attempt(0, 0))
+        await ledger.append_task_event("U", attempt(0, 0))
+    paths = ProjectPaths.of(tmp_path, PROJECT)
+    torn_task, torn_project = b'{"attempt_open":false,"body":{"acc', b'{"body":{"cycl'
+    with paths.task_events("T").open("ab") as f:
+        f.write(torn_task)
+    with paths.events.open("ab") as f:
+        f.write(torn_project)
+    # After a clean shutdown this is damage: appends are refused, nothing is touched.
+    with pytest.raises(LedgerDamaged):
+        async with open_ledger(tmp_path, PROJECT):
+            pass
+    paths.lock.write_bytes(DIRTY)  # as a killed writer leaves it
+    async with open_ledger(tmp_path, PROJECT) as ledger:
+        assert ledger.task_state("T").pointer == AttemptPointer(0, 0)
+        await ledger.append_task_event("T", attempt(0, 1))
+    assert paths.lock.read_bytes() == CLEAN
+    recovered = [
+        r.body  # type: ignore[attr-defined]
+        for r in records(paths.events, ProjectRecord)
+        if isinstance(r.body, RecoveredTornTail)  # type: ignore[attr-defined]
+    ]
+    assert {(r.file, r.reason, r.line) for r in recovered} == {
+        ("events.jsonl", "torn", 4),
+        ("tasks/T/events.jsonl", "torn", 2),
+    }
+    quarantined = {(paths.dir / r.quarantine_file).read_bytes() for r in recovered}
+    assert quarantined == {torn_task, torn_project}
+    report = verify_project(paths)
+    assert report.ok and not report.notes, (report.problems, report.notes)
+
+
+async def test_unlinked_task_events_are_quarantined_not_linked(tmp_path: Path) -> None:
+    async with open_ledger(tmp_path, PROJECT, create=True, mode="buffered") as ledger:
+        await ledger.append_task_event("T", attempt(0, 0))
+        await ledger.append_task_event("T", attempt(0, 1))
+        await ledger.append_task_event("T", attempt(0, 2))
+    paths = ProjectPaths.of(tmp_path, PROJECT)
+    # A crash after the task lines but before their links: drop the last two project lines.
+    lines = paths.events.read_bytes().splitlines(keepends=True)
+    paths.events.write_bytes(b"".join(lines[:-2]))
+    unlinked = b"".join(paths.task_events("T").read_bytes().splitlines(keepends=True)[1:])
+    paths.lock.write_bytes(DIRTY)
+    report = verify_project(paths)
+    assert report.ok and any("never linked" in n for n in report.notes)
+    async with open_ledger(tmp_path, PROJECT) as ledger:
+        assert ledger.task_state("T").pointer == AttemptPointer(0, 0)
+        await ledger.append_task_event("T", attempt(0, 1))
+    recovered = [
+        r.body  # type: ignore[attr-defined]
+        for r in records(paths.events, ProjectRecord)
+        if isinstance(r.body, RecoveredTornTail)  # type: ignore[attr-defined]
+    ]
+    assert [(r.reason, r.line, r.lines) for r in recovered] == [("unlinked", 2, 2)]
+    assert (paths.dir / recovered[0].quarantine_file).read_bytes() == unlinked
+    assert verify_project(paths).ok
