@@ -33,7 +33,7 @@ from .chain import ChainReader, R
 from .errors import ChainBroken, EventRejected, LedgerError
 from .lock import is_dirty
 from .state import TaskState, advance
-from .store import ProjectManifest, ProjectPaths, read_manifest
+from .store import ProjectManifest, ProjectPaths, read_manifest, read_tail
 
 
 class Problem(msgspec.Struct, frozen=True):
@@ -259,6 +259,16 @@ def _verify_task(
     if linked == count and (links is None or links.digest.digest() == digest.digest()):
         return
     report.problems.append(_locate(paths, task_id, count))
+
+
+def read_head(reader: ChainReader[ProjectRecord] | ChainReader[TaskRecord]) -> Head:
+    """A chain's head from its last complete line, read-only (a torn end is ignored: it was
+    never acknowledged). Raises `ChainBroken` if that line does not check out."""
+    tail = read_tail(reader.path)
+    if not tail.last:
+        raise ChainBroken(reader.path, 1, "chain is empty")
+    record = reader.resume(tail.last)
+    return Head(record.seq, record.event_hash)
 
 
 def _is_last_line(path: Path, line: int) -> bool:

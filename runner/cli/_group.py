@@ -6,13 +6,22 @@ from typing import Any
 
 import click
 
+from ledger import ChainBroken, LedgerDamaged, LedgerError, LedgerLocked
 from protocol import ProtocolError
 from runner import __version__
 from runner.log import LEVELS, configure_logging
 
-# Exit codes: 0 success; 1 a check ran and failed; 2 bad input or usage (as click uses 2).
+# Exit codes: 0 success; 1 a check ran and failed; 2 bad input or usage (as click uses 2);
+# 3 busy (another process holds the lock).
 EXIT_INPUT = 2
-ERROR_EXIT_CODES: list[tuple[type[BaseException], int]] = [(ProtocolError, EXIT_INPUT)]
+EXIT_BUSY = 3
+ERROR_EXIT_CODES: list[tuple[type[BaseException], int]] = [
+    (ProtocolError, EXIT_INPUT),
+    (ChainBroken, 1),
+    (LedgerDamaged, 1),
+    (LedgerLocked, EXIT_BUSY),
+    (LedgerError, EXIT_INPUT),
+]
 
 
 class RunnerGroup(click.Group):
