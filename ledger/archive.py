@@ -35,7 +35,6 @@ import msgspec
 from protocol.ledger_events import ProjectImported
 
 from .errors import LedgerError, LedgerExists, UnsafeArchive
-from .lock import CLEAN
 from .render import write_task_log
 from .store import (
     ProjectManifest,
@@ -357,7 +356,6 @@ def _import_into(
     ):
         raise UnsafeArchive(archive, "project manifest and archive manifest disagree")
     write_file_atomic(paths.manifest, _pretty(msgspec.structs.replace(source, project_id=target)))
-    paths.lock.write_bytes(CLEAN)
     report = verify_project(paths, expect_heads=(manifest.head,))
     if not report.ok or report.project_head != manifest.head:
         first = "head differs from the manifest"

@@ -1,9 +1,7 @@
-"""The writer lock: one process at a time per project, and a clean/dirty mark.
+"""The writer lock: one process at a time per project.
 
-`flock` on ``<project>/.lock``. The lock file also says whether the last writer shut down
-cleanly: a writer writes ``dirty`` (fsynced) when it starts and ``clean`` after its last fsync.
-A ``dirty`` mark on open means a writer died, so crash recovery checks every chain's tail;
-verify, meanwhile, treats unacknowledged tails as pending recovery rather than damage.
+`flock` on ``<project>/.lock``; a second writer fails with `LedgerLocked` at once or after
+waiting up to a timeout. The kernel drops the lock when its holder dies, even by SIGKILL.
 """
 
 from __future__ import annotations
@@ -17,16 +15,7 @@ import anyio
 
 from .errors import LedgerLocked
 
-CLEAN = b"clean\n"
-DIRTY = b"dirty\n"
 POLL_S = 0.02
-
-
-def is_dirty(lock_path: Path) -> bool:
-    try:
-        return lock_path.read_bytes() != CLEAN
-    except FileNotFoundError:
-        return False
 
 
 class WriterLock:
@@ -49,12 +38,6 @@ class WriterLock:
                     raise LedgerLocked(self.path.parent, timeout_s) from None
                 await anyio.sleep(POLL_S)
         self._fd = fd
-
-    def mark(self, state: bytes) -> None:
-        """Write the clean/dirty mark and make it durable."""
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, state, 0)
-        os.fsync(self._fd)
 
     def release(self) -> None:
         if self._fd >= 0:

@@ -9,7 +9,8 @@ Layout under ``<root>/<project_id>/`` (see docs/FORMAT.md)::
     tasks/<task_id>/task_log.md      a rendering for people (derived, rebuildable)
     tasks/<task_id>/artifacts/       files the task's events refer to
     quarantine/                      unacknowledged bytes moved aside by crash recovery
-    .lock                            the writer lock; holds ``clean`` or ``dirty``
+    .journal.jsonl                   the writer's redo log; empty after a clean shutdown
+    .lock                            the writer lock
 """
 
 from __future__ import annotations
@@ -87,6 +88,10 @@ class ProjectPaths:
     @property
     def lock(self) -> Path:
         return self.dir / ".lock"
+
+    @property
+    def journal(self) -> Path:
+        return self.dir / ".journal.jsonl"
 
     @property
     def quarantine(self) -> Path:

@@ -6,10 +6,10 @@ event hash, project seq). The project chain feeds one from its `task_event` link
 chain the other from its own events; equal digests mean the two chains agree line for line.
 Only when they differ is the pair re-read in step to name the first line that disagrees.
 
-After an unclean shutdown (the lock file says ``dirty``) the last line of a chain may be torn
-and a task chain may end in events whose links never reached the project chain; these are
-unacknowledged writes that the next writer moves to quarantine, so verify reports them as
-notes, not damage. With a ``clean`` mark they are damage.
+While the journal holds lines (a writer is running, or died), a chain file may lack the
+journal's last lines, end in a torn piece of one, or hold task events whose links are still to
+be written; the next writer completes them from the journal, so verify reports these as notes,
+not damage. With an empty journal they are damage.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from protocol.ledger_events import (
 
 from .chain import ChainReader, R
 from .errors import ChainBroken, EventRejected, LedgerError
-from .lock import is_dirty
+from .journal import pending
 from .state import TaskState, advance
 from .store import ProjectManifest, ProjectPaths, read_manifest, read_tail
 
@@ -114,7 +114,7 @@ def verify_project(
     chain) and return what was found; raises only when there is no ledger to check."""
     manifest = read_manifest(paths)
     report = VerifyReport(project_id=paths.project_id)
-    dirty = is_dirty(paths.lock)
+    dirty = pending(paths.journal)
     links = _verify_project_chain(paths, manifest, report, expect_heads, dirty)
     # With the project chain broken, task chains are still checked on their own, but their
     # links cannot be: the problem already reported is the cause of any mismatch.

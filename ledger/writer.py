@@ -4,14 +4,15 @@ Producers call `append_task_event` / `append_project_event` from any number of t
 request goes through a memory stream to the writer task, which takes everything queued (a
 batch), checks each event against its task's state, seals it into a line, and commits the batch:
 
-1. task lines are appended to their task files (durable mode: then fsynced, files in parallel);
-2. project lines (run events and one `task_event` link per task event) are appended to
-   ``events.jsonl`` (durable mode: then fsynced);
-3. only then are the waiting producers resolved.
+1. all its lines (task lines, then project lines: one `task_event` link per task event) are
+   appended to the journal, which durable mode fsyncs: one fsync per batch, however many task
+   files the batch touches;
+2. the lines are appended to their chain files (no fsync; the journal can redo them);
+3. the waiting producers are resolved.
 
-So an acknowledged event is on disk in both chains, and a project line never reaches the disk
-before the task line it links (see ledger/recovery.py for what a crash can leave). Buffered mode
-skips the fsyncs: a process crash (SIGKILL) still loses nothing acknowledged, a power loss may.
+Chain files are fsynced at checkpoints, after which the journal is emptied (ledger/journal.py);
+ledger/recovery.py redoes the journal after a crash. Buffered mode skips every fsync: a crash of
+the process (SIGKILL) still loses nothing acknowledged, a crash of the machine may.
 """
 
 from __future__ import annotations
@@ -51,8 +52,9 @@ from .errors import (
     LedgerExists,
     WriterFailed,
 )
-from .lock import CLEAN, DIRTY, WriterLock, is_dirty
-from .recovery import project_tail, recover_tasks, task_tail
+from .journal import CHECKPOINT_BYTES, Journal, pending, write_all
+from .lock import WriterLock
+from .recovery import project_head, recover, task_tail
 from .state import TaskState, advance, event_type
 from .store import (
     ProjectManifest,
@@ -114,6 +116,9 @@ class Ledger:
         self._tasks: dict[str, TaskState] = {}
         self._open_at = head.seq
         self._fds: dict[str, int] = {}
+        self._dirty: set[str] = set()
+        self._new_dirs: set[Path] = set()
+        self._journal: Journal | None = None
         self._project_fd = -1
         self._failed: LedgerError | None = None
         self._send: MemoryObjectSendStream[_Request] | None = None
@@ -153,10 +158,8 @@ class Ledger:
         """A task's state, read from its last line the first time it is asked for (O(1))."""
         state = self._tasks.get(task_id)
         if state is None:
-            found: list[RecoveredTornTail] = []
-            state = task_tail(
-                self.paths, self.manifest.chain_project_id, task_id, self._open_at, False, found
-            )
+            chain_id = self.manifest.chain_project_id
+            state = task_tail(self.paths, chain_id, task_id, self._open_at)
             self._tasks[task_id] = state
         return state
 
@@ -182,6 +185,9 @@ class Ledger:
                 finally:
                     for request in batch:
                         request.done.set()
+                if self._journal is not None and self._journal.size >= CHECKPOINT_BYTES:
+                    with anyio.CancelScope(shield=True):
+                        await self._checkpoint()
 
     async def _commit(self, batch: list[_Request]) -> None:
         if self._failed is not None:
@@ -258,29 +264,47 @@ class Ledger:
         self._head = Head(seq, head)
 
     async def _write(self, task_lines: dict[str, list[bytes]], project_lines: list[bytes]) -> None:
+        assert self._journal is not None
+        self._journal.append(
+            b"".join([*(b"".join(v) for v in task_lines.values()), *project_lines])
+        )
+        if self.mode == "durable":
+            await anyio.to_thread.run_sync(self._journal.sync)
+        for task_id, lines in task_lines.items():
+            write_all(self._task_fd(task_id), b"".join(lines))
+            self._dirty.add(task_id)
+        write_all(self._project_fd, b"".join(project_lines))
+
+    async def _checkpoint(self) -> None:
+        """Make the chain files durable, then empty the journal."""
+        assert self._journal is not None
         durable = self.mode == "durable"
-        task_fds = [self._task_fd(task_id) for task_id in task_lines]
-        for fd, lines in zip(task_fds, task_lines.values(), strict=True):
-            _write_all(fd, b"".join(lines))
-        if durable and task_fds:
-            await _fsync_all(task_fds)
-        _write_all(self._project_fd, b"".join(project_lines))
         if durable:
-            await anyio.to_thread.run_sync(os.fsync, self._project_fd)
+            fds = [self._fds[t] for t in self._dirty if t in self._fds]
+            await _fsync_all([*fds, self._project_fd])
+            for directory in self._new_dirs:
+                fsync_dir(directory)
+            if self._new_dirs:
+                fsync_dir(self.paths.tasks)
+        self._dirty.clear()
+        self._new_dirs.clear()
+        self._journal.reset(durable)
 
     def _task_fd(self, task_id: str) -> int:
         fd = self._fds.pop(task_id, None)
         if fd is None:
             if len(self._fds) >= OPEN_FILES:
-                os.close(self._fds.pop(next(iter(self._fds))))
+                evicted, old = next(iter(self._fds.items()))
+                del self._fds[evicted]
+                if evicted in self._dirty and self.mode == "durable":
+                    os.fsync(old)  # its lines stay durable once the journal is emptied
+                self._dirty.discard(evicted)
+                os.close(old)
             path = self.paths.task_events(task_id)
-            new = not path.exists()
-            if new:
-                (path.parent / "artifacts").mkdir(parents=True, exist_ok=True)
+            if not path.parent.exists():
+                (path.parent / "artifacts").mkdir(parents=True)
+                self._new_dirs.add(path.parent)
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            if new:
-                fsync_dir(path.parent)
-                fsync_dir(self.paths.tasks)
         self._fds[task_id] = fd  # most recently used last
         return fd
 
@@ -297,6 +321,8 @@ class Ledger:
         if self._project_fd >= 0:
             os.close(self._project_fd)
             self._project_fd = -1
+        if self._journal is not None:
+            self._journal.close()
 
 
 _task_body_decoder = msgspec.json.Decoder(TaskEvent)
@@ -307,12 +333,6 @@ def _check_body(body: Any) -> None:
         _task_body_decoder.decode(canonical(body))
     except msgspec.DecodeError as exc:
         raise InvalidEvent(f"invalid event: {exc}") from None
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 async def _fsync_all(fds: list[int]) -> None:
@@ -343,7 +363,6 @@ def init_project(root: str | Path, project_id: str) -> ProjectPaths:
     write_file_atomic(
         paths.schema_version, msgspec.json.format(msgspec.json.encode(SchemaVersion())) + b"\n"
     )
-    paths.lock.write_bytes(CLEAN)
     write_file_atomic(
         paths.manifest,
         msgspec.json.format(msgspec.json.encode(ProjectManifest(project_id, project_id, now)))
@@ -380,7 +399,7 @@ async def open_ledger(
     ledger: Ledger | None = None
     body_error: Exception | None = None
     try:
-        ledger, found = _recover(paths, manifest, mode, lock)
+        ledger, found = _recover(paths, manifest, mode)
         async with anyio.create_task_group() as tg:
             send, receive = anyio.create_memory_object_stream[_Request](QUEUE_SIZE)
             ledger._send = send
@@ -394,7 +413,7 @@ async def open_ledger(
             finally:
                 ledger._close_queue()
         if ledger._failed is None:
-            lock.mark(CLEAN)
+            await ledger._checkpoint()
         if body_error is not None:
             raise body_error
     finally:
@@ -404,21 +423,25 @@ async def open_ledger(
 
 
 def _recover(
-    paths: ProjectPaths, manifest: ProjectManifest, mode: Mode, lock: WriterLock
+    paths: ProjectPaths, manifest: ProjectManifest, mode: Mode
 ) -> tuple[Ledger, list[RecoveredTornTail]]:
-    """Read the tails (all of them after an unclean shutdown, quarantining what was never
-    acknowledged), mark the project dirty and open the project chain for appending."""
-    dirty = is_dirty(paths.lock)
+    """Read the project chain's tail; after a crash (a non-empty journal) redo the journal
+    first, quarantining only what was never acknowledged."""
     found: list[RecoveredTornTail] = []
     chain_id = manifest.chain_project_id
-    tail = project_tail(paths, chain_id, dirty, found)
-    tasks = recover_tasks(paths, chain_id, tail.seq, found) if dirty else {}
+    tasks: dict[str, TaskState] = {}
+    if pending(paths.journal):
+        head, tasks = recover(paths, chain_id, found)
+        Journal(paths.journal).reset(durable=True)
+        log.warning("ledger.recovered", project_id=paths.project_id, quarantined=len(found))
+    else:
+        head = project_head(paths, chain_id)
     for event in found:
-        log.warning("ledger.recovered_tail", project_id=paths.project_id, file=event.file,
-                    reason=event.reason, quarantine_file=event.quarantine_file)  # fmt: skip
-    ledger = Ledger(paths, manifest, Head(tail.seq, tail.head), mode)
+        log.warning("ledger.quarantined", project_id=paths.project_id, file=event.file,
+                    quarantine_file=event.quarantine_file, bytes=event.bytes)  # fmt: skip
+    ledger = Ledger(paths, manifest, head, mode)
     ledger._tasks.update(tasks)
-    lock.mark(DIRTY)
+    ledger._journal = Journal(paths.journal)
     ledger._project_fd = os.open(paths.events, os.O_WRONLY | os.O_APPEND)
     return ledger, found
 

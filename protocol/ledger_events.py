@@ -204,9 +204,9 @@ class TaskEventLinked(_Body, tag="task_event", frozen=True):
 
 
 class RecoveredTornTail(_Body, tag="recovered_torn_tail", frozen=True):
-    """On open after a crash, unacknowledged bytes at the end of a chain file were moved to a
-    quarantine file. `reason` is ``torn`` (an incomplete or undecodable last line) or
-    ``unlinked`` (complete task events whose project links never reached the disk)."""
+    """On open after a crash, unacknowledged bytes at the end of a chain file or of the
+    writer's journal (an incomplete or undecodable last line: `reason` ``torn``) were moved to
+    `quarantine_file`; `line` is the first line moved, `sha256` that of the bytes moved."""
 
     file: str
     line: Count
@@ -214,7 +214,7 @@ class RecoveredTornTail(_Body, tag="recovered_torn_tail", frozen=True):
     bytes: Count
     sha256: Sha256Hex
     quarantine_file: str
-    reason: Literal["torn", "unlinked"]
+    reason: Literal["torn"]
     task_id: SafeId | None = None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -61,6 +62,24 @@ def populate(root: Path, *, tasks: int = 3, mode: Mode = "buffered") -> ProjectP
 
     anyio.run(main)
     return ProjectPaths.of(root, PROJECT)
+
+
+def crash_image(root: Path, dest: Path, bodies: list[tuple[str | None, object]]) -> ProjectPaths:
+    """The project as a kill would leave it right after `bodies` were acknowledged: a copy
+    taken while the writer runs (its journal still holds the batches since the last
+    checkpoint). Tests then cut the copy's chain files back to where the kill landed."""
+
+    async def main() -> None:
+        async with open_ledger(root, PROJECT, mode="buffered") as ledger:
+            for task_id, body in bodies:
+                if task_id is None:
+                    await ledger.append_project_event(body)
+                else:
+                    await ledger.append_task_event(task_id, body)
+            shutil.copytree(ledger.paths.dir, dest / PROJECT)
+
+    anyio.run(main)
+    return ProjectPaths.of(dest, PROJECT)
 
 
 def listing(path: Path) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import anyio
@@ -19,7 +20,6 @@ from ledger.errors import (
     PointerMismatch,
     TaskAlreadyClosed,
 )
-from ledger.lock import CLEAN, DIRTY
 from ledger.store import ProjectPaths
 from ledger.verify import verify_project
 from ledger.writer import Appended, open_ledger
@@ -36,7 +36,7 @@ from protocol.ledger_events import (
     TaskRecord,
 )
 from protocol.outcome import EndReason
-from tests.ledger.conftest import PROJECT, attempt, listing
+from tests.ledger.conftest import PROJECT, attempt, crash_image, listing
 
 pytestmark = pytest.mark.anyio
 
@@ -185,61 +185,101 @@ async def test_open_reads_only_the_tails(tmp_path: Path) -> None:
     assert not verify_project(paths).ok
 
 
-async def test_torn_tails_are_quarantined_and_recorded_after_a_crash(tmp_path: Path) -> None:
-    async with open_ledger(tmp_path, PROJECT, create=True, mode="buffered") as ledger:
-        await ledger.append_task_event("T", attempt(0, 0))
-        await ledger.append_task_event("U", attempt(0, 0))
-    paths = ProjectPaths.of(tmp_path, PROJECT)
-    torn_task, torn_project = b'{"attempt_open":false,"body":{"acc', b'{"body":{"cycl'
-    with paths.task_events("T").open("ab") as f:
-        f.write(torn_task)
-    with paths.events.open("ab") as f:
-        f.write(torn_project)
-    # After a clean shutdown this is damage: appends are refused, nothing is touched.
-    with pytest.raises(LedgerDamaged):
-        async with open_ledger(tmp_path, PROJECT):
+def recovered_events(paths: ProjectPaths) -> list[RecoveredTornTail]:
+    return [
+        r.body
+        for r in records(paths.events, ProjectRecord)
+        if isinstance(r.body, RecoveredTornTail)  # type: ignore[attr-defined]
+    ]  # type: ignore[misc]
+
+
+def reopen(paths: ProjectPaths) -> None:
+    async def main() -> None:
+        async with open_ledger(paths.root, PROJECT, mode="buffered"):
             pass
-    paths.lock.write_bytes(DIRTY)  # as a killed writer leaves it
-    async with open_ledger(tmp_path, PROJECT) as ledger:
-        assert ledger.task_state("T").pointer == AttemptPointer(0, 0)
-        await ledger.append_task_event("T", attempt(0, 1))
-    assert paths.lock.read_bytes() == CLEAN
-    recovered = [
-        r.body  # type: ignore[attr-defined]
-        for r in records(paths.events, ProjectRecord)
-        if isinstance(r.body, RecoveredTornTail)  # type: ignore[attr-defined]
-    ]
+
+    anyio.run(main)
+
+
+def cut(path: Path, keep_lines: int, partial: int = 0) -> bytes:
+    """Cut `path` back to its first `keep_lines` lines plus `partial` bytes of the next one,
+    as a kill in the middle of writing the rest leaves it; returns the partial piece."""
+    lines = path.read_bytes().splitlines(keepends=True)
+    piece = lines[keep_lines][:partial] if partial else b""
+    path.write_bytes(b"".join(lines[:keep_lines]) + piece)
+    return piece
+
+
+def test_kill_mid_chain_write_is_redone_from_the_journal(project_root: Path) -> None:
+    paths = ProjectPaths.of(project_root, PROJECT)
+    bodies = [("T", attempt(0, 1)), ("U", attempt(0, 0)), ("T", attempt(0, 2))]
+    image = crash_image(project_root, project_root / "image", bodies)
+    complete = {p: p.read_bytes() for p in (image.events, image.task_events("T"))}
+    # The kill landed while the chain files were being written: T got one and a half of its
+    # two new lines, the project chain half of its first link, U nothing (no file yet).
+    torn_task = cut(image.task_events("T"), 2, partial=30)
+    torn_project = cut(image.events, 2, partial=50)
+    shutil.rmtree(image.task_dir("U"))
+    assert verify_project(image).ok  # pending, not damage
+    reopen(image)
+    recovered = recovered_events(image)
     assert {(r.file, r.reason, r.line) for r in recovered} == {
-        ("events.jsonl", "torn", 4),
-        ("tasks/T/events.jsonl", "torn", 2),
+        ("events.jsonl", "torn", 3), ("tasks/T/events.jsonl", "torn", 3),
+    }  # fmt: skip
+    assert {(image.dir / r.quarantine_file).read_bytes() for r in recovered} == {
+        torn_task,
+        torn_project,
     }
-    quarantined = {(paths.dir / r.quarantine_file).read_bytes() for r in recovered}
-    assert quarantined == {torn_task, torn_project}
-    report = verify_project(paths)
+    # Every acknowledged line is back, byte for byte, and the recovery is on the record.
+    assert image.task_events("T").read_bytes() == complete[image.task_events("T")]
+    assert image.events.read_bytes().startswith(complete[image.events])
+    assert image.task_events("U").exists()
+    report = verify_project(image)
     assert report.ok and not report.notes, (report.problems, report.notes)
+    assert image.journal.stat().st_size == 0
+    del paths
 
 
-async def test_unlinked_task_events_are_quarantined_not_linked(tmp_path: Path) -> None:
-    async with open_ledger(tmp_path, PROJECT, create=True, mode="buffered") as ledger:
-        await ledger.append_task_event("T", attempt(0, 0))
-        await ledger.append_task_event("T", attempt(0, 1))
-        await ledger.append_task_event("T", attempt(0, 2))
-    paths = ProjectPaths.of(tmp_path, PROJECT)
-    # A crash after the task lines but before their links: drop the last two project lines.
-    lines = paths.events.read_bytes().splitlines(keepends=True)
-    paths.events.write_bytes(b"".join(lines[:-2]))
-    unlinked = b"".join(paths.task_events("T").read_bytes().splitlines(keepends=True)[1:])
-    paths.lock.write_bytes(DIRTY)
-    report = verify_project(paths)
-    assert report.ok and any("never linked" in n for n in report.notes)
-    async with open_ledger(tmp_path, PROJECT) as ledger:
-        assert ledger.task_state("T").pointer == AttemptPointer(0, 0)
-        await ledger.append_task_event("T", attempt(0, 1))
-    recovered = [
-        r.body  # type: ignore[attr-defined]
-        for r in records(paths.events, ProjectRecord)
-        if isinstance(r.body, RecoveredTornTail)  # type: ignore[attr-defined]
-    ]
-    assert [(r.reason, r.line, r.lines) for r in recovered] == [("unlinked", 2, 2)]
-    assert (paths.dir / recovered[0].quarantine_file).read_bytes() == unlinked
-    assert verify_project(paths).ok
+def test_torn_journal_tail_is_quarantined_and_chains_left_alone(project_root: Path) -> None:
+    image = crash_image(project_root, project_root / "image", [("T", attempt(0, 1))])
+    before = image.task_events("T").read_bytes()
+    with image.journal.open("ab") as f:
+        f.write(b'{"attempt_open":false,"body":{"acceptance_sn')
+    reopen(image)
+    assert [(r.file, r.line) for r in recovered_events(image)] == [(".journal.jsonl", 3)]
+    assert image.task_events("T").read_bytes() == before
+    assert verify_project(image).ok
+
+
+def test_torn_chain_after_clean_shutdown_is_damage(project_root: Path) -> None:
+    paths = ProjectPaths.of(project_root, PROJECT)
+    with paths.task_events("T").open("ab") as f:
+        f.write(b'{"attempt_open":false,"bo')
+    before = paths.task_events("T").read_bytes()
+
+    async def main() -> None:
+        async with open_ledger(project_root, PROJECT) as ledger:
+            await ledger.append_task_event("T", attempt(0, 1))
+
+    with pytest.raises(LedgerDamaged):
+        anyio.run(main)
+    assert paths.task_events("T").read_bytes() == before
+
+
+def test_journal_that_does_not_continue_a_chain_is_damage(project_root: Path) -> None:
+    image = crash_image(project_root, project_root / "image", [("T", attempt(0, 1))])
+    cut(image.task_events("T"), 0)  # the chain lost lines the journal does not hold
+    before = {p: p.read_bytes() for p in (image.events, image.task_events("T"), image.journal)}
+    with pytest.raises(LedgerDamaged, match="does not continue"):
+        reopen(image)
+    assert {p: p.read_bytes() for p in before} == before
+
+
+@pytest.fixture
+def project_root(tmp_path: Path) -> Path:
+    async def main() -> None:
+        async with open_ledger(tmp_path, PROJECT, create=True, mode="buffered") as ledger:
+            await ledger.append_task_event("T", attempt(0, 0))
+
+    anyio.run(main)
+    return tmp_path
