@@ -1,8 +1,9 @@
 """The writer's journal: a redo log that makes one fsync per batch enough.
 
-A batch's lines (task lines, then project lines) are appended to ``.journal.jsonl`` and, in
-durable mode, fsynced: that single fsync is the commit. Only then are the lines appended to
-their chain files, without fsync, and the producers told. The chain files are fsynced at a
+A batch's lines (task lines, then project lines, then the line `COMMIT`) are appended to
+``.journal.jsonl`` in one write and, in durable mode, fsynced: that single fsync is the commit.
+Only then are the lines appended to their chain files, without fsync, and the producers told.
+The chain files are fsynced at a
 checkpoint (when the journal has grown past `CHECKPOINT_BYTES`, and on close), after which the
 journal is emptied. So:
 
@@ -10,7 +11,8 @@ journal is emptied. So:
 - after a crash, every acknowledged line is in the journal, and any chain file may lack a
   suffix of the journal's lines for it (or end in a torn piece of one): recovery re-appends
   them (ledger/recovery.py);
-- a torn end of the journal itself was never acknowledged and never reached a chain file.
+- a batch without its `COMMIT` line at the end of the journal (a write cut short, which can
+  end on a line boundary) was never acknowledged and never reached a chain file.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import os
 from pathlib import Path
 
 CHECKPOINT_BYTES = 16 * 1024 * 1024
+COMMIT = b'{"commit":true}\n'
 
 
 def _write_all(fd: int, data: bytes) -> None:

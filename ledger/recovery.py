@@ -5,8 +5,8 @@ line: open reads the project chain's last line and each task's last line when fi
 
 After a crash the journal holds every acknowledged line (see ledger/journal.py). Recovery:
 
-1. a torn end of the journal (after its last newline) was never acknowledged and never reached
-   a chain file: it is moved to ``quarantine/``;
+1. a torn end of the journal (after its last commit line) was never acknowledged and never
+   reached a chain file: it is moved to ``quarantine/``;
 2. for each chain the journal names, a torn end of the chain file (bytes after its last
    newline, or a last line that does not verify) is moved to ``quarantine/``;
 3. the journal's lines that the chain file lacks are appended (each is checked: canonical,
@@ -35,7 +35,7 @@ from protocol.ledger_events import (
 from .canonical import sha256_hex
 from .chain import ChainReader
 from .errors import ChainBroken, LedgerDamaged
-from .journal import write_all
+from .journal import COMMIT, write_all
 from .state import TaskState
 from .store import ProjectPaths, fsync_dir, read_tail
 from .verify import Head
@@ -163,12 +163,15 @@ def recover(
     """Bring every chain up to the journal after a crash; returns the project head and the
     states of the tasks the journal touched. The caller empties the journal afterwards."""
     data = paths.journal.read_bytes()
-    end = data.rfind(b"\n") + 1
+    # Only whole batches count: a write cut short may still end on a line boundary.
+    end = data.rfind(COMMIT) + len(COMMIT) if COMMIT in data else 0
     if end < len(data):
         found.append(_quarantine(paths, paths.journal, end, data[:end].count(b"\n") + 1,
                                  "torn", None))  # fmt: skip
     pending: dict[str | None, list[tuple[int, bytes]]] = {}
     for number, line in enumerate(data[:end].splitlines(keepends=True), start=1):
+        if line == COMMIT:
+            continue
         try:
             record = _record_decoder.decode(line)
         except msgspec.DecodeError as exc:

@@ -52,7 +52,7 @@ from .errors import (
     LedgerExists,
     WriterFailed,
 )
-from .journal import CHECKPOINT_BYTES, Journal, pending, write_all
+from .journal import CHECKPOINT_BYTES, COMMIT, Journal, pending, write_all
 from .lock import WriterLock
 from .recovery import project_head, recover, task_tail
 from .state import TaskState, advance, event_type
@@ -233,7 +233,7 @@ class Ledger:
                     record, line = seal(
                         ProjectRecord(project_id=chain_id, seq=seq + 1, ts=ts,
                                       prev_event_hash=head, body=link),
-                        _project_decoder,
+                        None,  # built from the checked task record alone
                     )  # fmt: skip
                     staged[task_id] = TaskState(
                         task_record.seq, task_record.event_hash, after.pointer,
@@ -265,9 +265,8 @@ class Ledger:
 
     async def _write(self, task_lines: dict[str, list[bytes]], project_lines: list[bytes]) -> None:
         assert self._journal is not None
-        self._journal.append(
-            b"".join([*(b"".join(v) for v in task_lines.values()), *project_lines])
-        )
+        lines = [line for group in task_lines.values() for line in group]
+        self._journal.append(b"".join([*lines, *project_lines, COMMIT]))
         if self.mode == "durable":
             await anyio.to_thread.run_sync(self._journal.sync)
         for task_id, lines in task_lines.items():
@@ -432,7 +431,9 @@ def _recover(
     tasks: dict[str, TaskState] = {}
     if pending(paths.journal):
         head, tasks = recover(paths, chain_id, found)
-        Journal(paths.journal).reset(durable=True)
+        journal = Journal(paths.journal)
+        journal.reset(durable=True)
+        journal.close()
         log.warning("ledger.recovered", project_id=paths.project_id, quarantined=len(found))
     else:
         head = project_head(paths, chain_id)

@@ -246,8 +246,28 @@ def test_torn_journal_tail_is_quarantined_and_chains_left_alone(project_root: Pa
     with image.journal.open("ab") as f:
         f.write(b'{"attempt_open":false,"body":{"acceptance_sn')
     reopen(image)
-    assert [(r.file, r.line) for r in recovered_events(image)] == [(".journal.jsonl", 3)]
+    # Journal lines 1-3 are the batch (task line, link, commit line); the torn piece is line 4.
+    assert [(r.file, r.line) for r in recovered_events(image)] == [(".journal.jsonl", 4)]
     assert image.task_events("T").read_bytes() == before
+    assert verify_project(image).ok
+
+
+def test_batch_cut_short_in_the_journal_is_quarantined_whole(project_root: Path) -> None:
+    image = crash_image(project_root, project_root / "image", [("T", attempt(0, 1))])
+    chains = {p: p.read_bytes() for p in (image.events, image.task_events("T"))}
+    committed = image.journal.read_bytes()
+    # The next batch (two tasks) was cut short in the journal on a line boundary: its task
+    # lines are complete, its links and commit line missing. It must not be half applied.
+    shutil.copytree(image.dir, project_root / "scratch" / PROJECT)
+    image2 = crash_image(project_root / "scratch", project_root / "image2",
+                         [("T", attempt(0, 2)), ("U", attempt(0, 0))])  # fmt: skip
+    partial = b"".join(image2.journal.read_bytes().splitlines(keepends=True)[:2])
+    assert b"commit" not in partial
+    image.journal.write_bytes(committed + partial)
+    reopen(image)
+    assert [(r.file, r.lines) for r in recovered_events(image)] == [(".journal.jsonl", 2)]
+    assert image.task_events("T").read_bytes() == chains[image.task_events("T")]
+    assert not image.task_events("U").exists()
     assert verify_project(image).ok
 
 
@@ -283,3 +303,19 @@ def project_root(tmp_path: Path) -> Path:
 
     anyio.run(main)
     return tmp_path
+
+
+async def test_more_tasks_in_one_batch_than_open_files(tmp_path: Path) -> None:
+    from ledger.writer import OPEN_FILES
+
+    async with open_ledger(tmp_path, PROJECT, create=True, mode="buffered") as ledger:
+        async with anyio.create_task_group() as tg:
+            for n in range(OPEN_FILES + 44):
+                tg.start_soon(ledger.append_task_event, f"T-{n}", attempt(0, 0))
+        async with anyio.create_task_group() as tg:
+            for n in range(OPEN_FILES + 44):
+                tg.start_soon(ledger.append_task_event, f"T-{n}", attempt(0, 1))
+    report = verify_project(ProjectPaths.of(tmp_path, PROJECT))
+    assert report.ok, report.problems[:3]
+    assert len(report.task_heads) == OPEN_FILES + 44
+    assert {h.seq for h in report.task_heads.values()} == {1}
