@@ -161,6 +161,7 @@ class _BytesReader:
 
 async def export_project(ledger: Ledger, archive: Path) -> Path:
     """Export the project of an open ledger (its lock keeps writers out meanwhile)."""
+    await ledger.flush()
     return await anyio.to_thread.run_sync(write_archive, ledger.paths, ledger.head, archive)
 
 

@@ -7,8 +7,9 @@ batch), checks each event against its task's state, seals it into a line, and co
 1. all its lines (task lines, then project lines: one `task_event` link per task event) are
    appended to the journal, which durable mode fsyncs: one fsync per batch, however many task
    files the batch touches;
-2. the lines are appended to their chain files (no fsync; the journal can redo them);
-3. the waiting producers are resolved.
+2. the waiting producers are resolved;
+3. the lines are appended to their chain files behind the journal (no fsync; the journal can
+   redo them), once 1 MiB has gathered or the writer has been idle for 10 ms.
 
 Chain files are fsynced at checkpoints, after which the journal is emptied (ledger/journal.py);
 ledger/recovery.py redoes the journal after a crash. Buffered mode skips every fsync: a crash of
@@ -68,6 +69,9 @@ from .store import (
 from .verify import Head
 
 Mode = Literal["durable", "buffered"]
+FLUSH_BYTES = 1024 * 1024
+FLUSH_AFTER_S = 0.01
+_FLUSH = object()  # a request body: bring the chain files up to date
 MAX_BATCH = 4096
 QUEUE_SIZE = 8192
 OPEN_FILES = 256
@@ -117,6 +121,9 @@ class Ledger:
         self._open_at = head.seq
         self._fds: dict[str, int] = {}
         self._dirty: set[str] = set()
+        self._pending_tasks: dict[str, list[bytes]] = {}
+        self._pending_project: list[bytes] = []
+        self._pending_bytes = 0
         self._new_dirs: set[Path] = set()
         self._journal: Journal | None = None
         self._project_fd = -1
@@ -165,13 +172,27 @@ class Ledger:
 
     # --- the writer --------------------------------------------------------------------------
 
+    async def flush(self) -> None:
+        """Return once every chain file holds everything committed so far (the writer writes
+        them behind the journal); for readers of the files in this process, such as export."""
+        await self._submit(_Request(None, _FLUSH))
+
     async def _run(self, receive: MemoryObjectReceiveStream[_Request]) -> None:
         async with receive:
             while True:
                 try:
-                    batch = [await receive.receive()]
+                    if self._pending_bytes:
+                        # Idle: bring the chain files up to date for other readers.
+                        with anyio.move_on_after(FLUSH_AFTER_S) as idle:
+                            first = await receive.receive()
+                        if idle.cancelled_caught:
+                            self._flush_chains()
+                            continue
+                    else:
+                        first = await receive.receive()
                 except anyio.EndOfStream:
                     return
+                batch = [first]
                 while len(batch) < MAX_BATCH:
                     try:
                         batch.append(receive.receive_nowait())
@@ -194,6 +215,9 @@ class Ledger:
             for request in batch:
                 request.error = self._failed
             return
+        flushes = [request for request in batch if request.body is _FLUSH]
+        if flushes:
+            batch = [request for request in batch if request.body is not _FLUSH]
         chain_id = self.manifest.chain_project_id
         ts = utc_now()
         seq, head = self._head.seq, self._head.hash
@@ -250,18 +274,22 @@ class Ledger:
             seq, head = record.seq, record.event_hash
             project_lines.append(line)
             accepted.append(request)
-        if not project_lines:
-            return
         try:
-            await self._write(task_lines, project_lines)
+            if project_lines:
+                await self._write(task_lines, project_lines)
+            if flushes:
+                self._flush_chains()
         except OSError as exc:
             self._failed = WriterFailed(f"writing the ledger failed: {exc}; reopen to recover")
             log.error("ledger.write_failed", project_id=self.paths.project_id, error=str(exc))
-            for request in accepted:
+            for request in accepted + flushes:
                 request.error = self._failed
             return
-        self._tasks.update(staged)
-        self._head = Head(seq, head)
+        if project_lines:
+            self._tasks.update(staged)
+            self._head = Head(seq, head)
+        for request in flushes:
+            request.result = Appended(seq, head, seq)
 
     async def _write(self, task_lines: dict[str, list[bytes]], project_lines: list[bytes]) -> None:
         assert self._journal is not None
@@ -269,14 +297,30 @@ class Ledger:
         self._journal.append(b"".join([*lines, *project_lines, COMMIT]))
         if self.mode == "durable":
             await anyio.to_thread.run_sync(self._journal.sync)
-        for task_id, lines in task_lines.items():
+        # The chain files are written behind the journal, in fewer and larger writes: when
+        # enough has gathered, when the writer is idle, before a checkpoint, on `flush`.
+        pending = self._pending_tasks
+        for task_id, group in task_lines.items():
+            pending.setdefault(task_id, []).extend(group)
+        self._pending_project.extend(project_lines)
+        self._pending_bytes += sum(map(len, lines)) + sum(map(len, project_lines))
+        if self._pending_bytes >= FLUSH_BYTES:
+            self._flush_chains()
+
+    def _flush_chains(self) -> None:
+        # Task files before the project file, as a crash image must show (links after events).
+        for task_id, lines in self._pending_tasks.items():
             write_all(self._task_fd(task_id), b"".join(lines))
             self._dirty.add(task_id)
-        write_all(self._project_fd, b"".join(project_lines))
+        write_all(self._project_fd, b"".join(self._pending_project))
+        self._pending_tasks.clear()
+        self._pending_project.clear()
+        self._pending_bytes = 0
 
     async def _checkpoint(self) -> None:
         """Make the chain files durable, then empty the journal."""
         assert self._journal is not None
+        self._flush_chains()
         durable = self.mode == "durable"
         if durable:
             fds = [self._fds[t] for t in self._dirty if t in self._fds]

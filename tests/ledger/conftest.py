@@ -76,6 +76,7 @@ def crash_image(root: Path, dest: Path, bodies: list[tuple[str | None, object]])
                     await ledger.append_project_event(body)
                 else:
                     await ledger.append_task_event(task_id, body)
+            await ledger.flush()  # the kill comes after the chain writes; tests cut them back
             shutil.copytree(ledger.paths.dir, dest / PROJECT)
 
     anyio.run(main)

@@ -319,3 +319,15 @@ async def test_more_tasks_in_one_batch_than_open_files(tmp_path: Path) -> None:
     assert report.ok, report.problems[:3]
     assert len(report.task_heads) == OPEN_FILES + 44
     assert {h.seq for h in report.task_heads.values()} == {1}
+
+
+async def test_chain_files_catch_up_when_the_writer_is_idle(tmp_path: Path) -> None:
+    async with open_ledger(tmp_path, PROJECT, create=True, mode="buffered") as ledger:
+        got = await ledger.append_task_event("T", attempt(0, 0))
+        path = ledger.paths.task_events("T")
+        # Acknowledged means journaled; the chain file follows once the writer is idle.
+        await anyio.sleep(0.2)
+        assert got.event_hash.encode() in await anyio.Path(path).read_bytes()
+        await ledger.append_task_event("T", attempt(0, 1))
+        await ledger.flush()
+        assert len((await anyio.Path(path).read_bytes()).splitlines()) == 2
