@@ -147,7 +147,10 @@ class Ledger:
     async def _submit(self, request: _Request) -> Appended:
         if self._send is None:
             raise LedgerError("ledger is closed")
-        await self._send.send(request)
+        try:
+            self._send.send_nowait(request)  # the wait below is the checkpoint
+        except anyio.WouldBlock:
+            await self._send.send(request)
         await request.done.wait()
         if request.error is not None:
             raise request.error
