@@ -26,18 +26,21 @@ class WriterLock:
         self._fd = -1
 
     async def acquire(self, timeout_s: float = 0.0) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    os.close(fd)
-                    raise LedgerLocked(self.path.parent, timeout_s) from None
-                await anyio.sleep(POLL_S)
+        while not self.try_acquire():
+            if time.monotonic() >= deadline:
+                raise LedgerLocked(self.path.parent, timeout_s)
+            await anyio.sleep(POLL_S)
+
+    def try_acquire(self) -> bool:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
         self._fd = fd
+        return True
 
     def release(self) -> None:
         if self._fd >= 0:

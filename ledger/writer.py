@@ -51,6 +51,7 @@ from .errors import (
     LedgerDamaged,
     LedgerError,
     LedgerExists,
+    LedgerLocked,
     WriterFailed,
 )
 from .journal import CHECKPOINT_BYTES, COMMIT, Journal, pending, write_all
@@ -394,28 +395,35 @@ async def _fsync_all(fds: list[int]) -> None:
 def init_project(root: str | Path, project_id: str) -> ProjectPaths:
     """Create an empty project (manifest and a `project_created` genesis event)."""
     paths = ProjectPaths.of(root, project_id)
+    paths.dir.mkdir(parents=True, exist_ok=True)
+    lock = WriterLock(paths.lock)
+    if not lock.try_acquire():
+        raise LedgerLocked(paths.dir, 0)
+    try:
+        _create(paths)
+    finally:
+        lock.release()
+    return paths
+
+
+def _create(paths: ProjectPaths) -> None:
+    """Write a new project's files; the caller holds the lock. The manifest comes last: a
+    project without one does not exist yet."""
+    project_id = paths.project_id
     if paths.manifest.exists():
         raise LedgerExists(paths.dir)
     paths.tasks.mkdir(parents=True, exist_ok=True)
     paths.manifest.parent.mkdir(parents=True, exist_ok=True)
     now = utc_now()
-    record, line = seal(
+    _, line = seal(
         ProjectRecord(project_id=project_id, seq=0, ts=now, prev_event_hash=GENESIS_HASH,
                       body=ProjectCreated()),
         _project_decoder,
     )  # fmt: skip
-    del record
     write_file_atomic(paths.events, line)
-    write_file_atomic(
-        paths.schema_version, msgspec.json.format(msgspec.json.encode(SchemaVersion())) + b"\n"
-    )
-    write_file_atomic(
-        paths.manifest,
-        msgspec.json.format(msgspec.json.encode(ProjectManifest(project_id, project_id, now)))
-        + b"\n",
-    )
+    write_file_atomic(paths.schema_version, _pretty(SchemaVersion()))
+    write_file_atomic(paths.manifest, _pretty(ProjectManifest(project_id, project_id, now)))
     fsync_dir(paths.root)
-    return paths
 
 
 def _pretty(obj: Any) -> bytes:
@@ -437,14 +445,18 @@ async def open_ledger(
     tails are read when first used) and O(number of tasks) after a crash.
     """
     paths = ProjectPaths.of(root, project_id)
-    if create and not paths.manifest.exists():
-        init_project(root, project_id)
-    manifest = read_manifest(paths)
+    if create:
+        paths.dir.mkdir(parents=True, exist_ok=True)
+    else:
+        read_manifest(paths)  # LedgerNotFound before anything is created
     lock = WriterLock(paths.lock)
     await lock.acquire(lock_timeout)
     ledger: Ledger | None = None
     body_error: Exception | None = None
     try:
+        if create and not paths.manifest.exists():
+            _create(paths)
+        manifest = read_manifest(paths)
         ledger, found = _recover(paths, manifest, mode)
         async with anyio.create_task_group() as tg:
             send, receive = anyio.create_memory_object_stream[_Request](QUEUE_SIZE)
