@@ -275,6 +275,11 @@ class Ledger:
                 request.error = exc
                 request.result = None
                 continue
+            except (TypeError, ValueError, AttributeError) as exc:
+                # A body built with wrong field types: refuse it, keep the writer alive.
+                request.error = InvalidEvent(f"invalid event: {exc}")
+                request.result = None
+                continue
             seq, head = record.seq, record.event_hash
             project_lines.append(line)
             accepted.append(request)

@@ -134,6 +134,10 @@ async def test_invalid_events_and_ids_are_refused_before_writing(tmp_path: Path)
             await ledger.append_task_event("T", attempt(-1, 0))
         with pytest.raises(InvalidEvent):
             await ledger.append_project_event(attempt(0, 0))
+        with pytest.raises(InvalidEvent):
+            await ledger.append_task_event("T", attempt("zero", None))  # type: ignore[arg-type]
+        with pytest.raises(InvalidEvent):
+            await ledger.append_task_event("T", TaskClosed(final_status="done"))  # type: ignore[arg-type]
         for bad in ["../x", "a/b", "", ".hidden", "x" * 200, "a..b"]:
             with pytest.raises(InvalidLedgerId):
                 await ledger.append_task_event(bad, attempt(0, 0))
