@@ -13,6 +13,7 @@ from .contract import ConformanceReport
 from .errors import ProtocolError
 from .freeze import ControllerProfile, FreezeCheck, FreezeMeta
 from .intake import TaskIntake, TierDecision, TierRules
+from .ledger_events import LEDGER_RECORD
 from .outcome import StepOutcome
 from .progress import BoundarySnapshot, PlanSnapshot, Preparation, Scoreboard, Trends
 from .qa_review import QAReview
@@ -44,6 +45,7 @@ KINDS: dict[str, type[Any]] = {
     "freeze-meta": FreezeMeta,
     "freeze-check": FreezeCheck,
     "controller-profile": ControllerProfile,
+    "ledger-event": LEDGER_RECORD,
 }
 
 

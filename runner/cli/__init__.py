@@ -4,6 +4,7 @@ from ._group import main
 from .exec_cmds import dispatch_rework, dispatch_step, exec_command
 from .kernel_cmds import negotiate, prepare, prepare_next, queue
 from .kernel_review_cmds import review_step
+from .ledger_cmds import ledger
 from .protocol_cmds import schema, validate
 from .recovery_cmds import checkpoint, requirements, rollback_cmd
 
@@ -20,5 +21,6 @@ main.add_command(requirements)
 main.add_command(exec_command)
 main.add_command(dispatch_step)
 main.add_command(dispatch_rework)
+main.add_command(ledger)
 
 __all__ = ["main"]

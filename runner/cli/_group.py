@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from kernel import GuardRefused, KernelError
+from ledger import ChainBroken, LedgerDamaged, LedgerError, LedgerLocked
 from protocol import ProtocolError
 from runner import __version__
 from runner.checkpoint import CheckpointError
@@ -17,16 +18,22 @@ from runner.requirements import RequirementsError
 from runner.shim import ShimError
 from runner.supervisor import SupervisorError
 
-# Exit codes: 0 success; 1 a check ran and failed; 2 bad input or usage (as click uses 2).
+# Exit codes: 0 success; 1 a check ran and failed; 2 bad input or usage (as click uses 2);
+# 3 busy (another process holds the lock).
 EXIT_INPUT = 2
 EXIT_CHECK = 1
+EXIT_BUSY = 3
 # First match wins: a specific type goes before its base.
 ERROR_EXIT_CODES: list[tuple[type[BaseException], int]] = [
     (ProtocolError, EXIT_INPUT),
     (FactsError, EXIT_INPUT),
     (GuardRefused, EXIT_CHECK),
     (SnapshotFrozen, EXIT_CHECK),
-    (QueueLocked, EXIT_CHECK),
+    (QueueLocked, EXIT_BUSY),
+    (LedgerLocked, EXIT_BUSY),
+    (ChainBroken, EXIT_CHECK),
+    (LedgerDamaged, EXIT_CHECK),
+    (LedgerError, EXIT_INPUT),
     (KernelError, EXIT_INPUT),
     (ProgressError, EXIT_INPUT),
     (CheckpointError, EXIT_INPUT),

@@ -1,0 +1,254 @@
+"""Ledger benchmarks: durable and buffered append throughput against a naive writer, verify
+throughput, open time of a 1,000,000-event ledger, and verify's peak memory against size.
+
+Every figure comes from this run; the naive writer is measured in the same run:
+
+    .venv/bin/python bench/ledger.py [--seconds 3] [--verify-events 100000]
+                                     [--open-events 1000000] [--dir DIR]
+
+Events are about 1 KiB (an `attempt` with 700 characters of code) unless said otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# This file is named like the package it measures: keep its own directory off the import path.
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)
+
+import anyio
+import structlog
+
+from ledger import ProjectPaths, open_ledger, verify_project
+from protocol import Verdict
+from protocol.ledger_events import Attempt, ExecutionStarted
+
+CODE = "def handler(request):\n    return {'ok': True}\n" * 16  # 720 characters
+
+
+def attempt_body(s: int) -> Attempt:
+    return Attempt(
+        r=0, s=s, result=Verdict.FAIL, reason_code="TESTS_FAILED", code_content=CODE,
+        acceptance_snapshot=["AC-1: the tests pass"], executed_files=["src/api.py"],
+        executed_commands=["python -m pytest -q"], test_results="1 failed, 11 passed",
+    )  # fmt: skip
+
+
+def line_size() -> int:
+    from ledger.canonical import canonical
+
+    return len(canonical(attempt_body(0)))
+
+
+# --- appends ----------------------------------------------------------------------------------
+
+
+async def run_producers(
+    root: Path, mode: str, producers: int, seconds: float, shared_task: bool
+) -> tuple[int, float]:
+    """`producers` tasks append for `seconds`; each to its own task, or all to the project
+    chain (`shared_task`); returns (events, elapsed)."""
+    count = 0
+    async with open_ledger(root, "bench", create=True, mode=mode) as ledger:  # type: ignore[arg-type]
+        deadline = time.perf_counter() + seconds
+
+        async def producer(n: int) -> None:
+            nonlocal count
+            task = f"T-{n}"
+            pointer = ledger.task_state(task).pointer
+            s = 0 if pointer is None else pointer.s + 1
+            while time.perf_counter() < deadline:
+                if shared_task:
+                    await ledger.append_project_event(ExecutionStarted(detail=CODE))
+                else:
+                    await ledger.append_task_event(task, attempt_body(s))
+                    s += 1
+                count += 1
+
+        start = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for n in range(producers):
+                tg.start_soon(producer, n)
+        elapsed = time.perf_counter() - start
+    return count, elapsed
+
+
+def naive_writer(path: Path, seconds: float) -> tuple[int, float]:
+    """The straightforward durable writer: per event, read the previous hash back from the
+    file, hash sorted json.dumps, open/append/fsync/close."""
+    count = 0
+    start = time.perf_counter()
+    deadline = start + seconds
+    body = json.loads(json.dumps({"type": "attempt", "r": 0, "s": 0, "code_content": CODE,
+                                  "result": "FAIL", "reason_code": "TESTS_FAILED"}))  # fmt: skip
+    while time.perf_counter() < deadline:
+        prev, seq = "0" * 64, 0
+        if path.exists():
+            with path.open("rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+                last = json.loads(f.read().splitlines()[-1])
+                prev, seq = last["event_hash"], last["seq"] + 1
+        event = {"seq": seq, "prev_event_hash": prev, "body": {**body, "s": seq}}
+        canonical = json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        event["event_hash"] = hashlib.sha256(canonical.encode()).hexdigest()
+        line = json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        with path.open("ab") as f:
+            f.write(line.encode() + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        count += 1
+    return count, time.perf_counter() - start
+
+
+def bench_appends(base: Path, seconds: float) -> None:
+    print(f"\n== append throughput ({line_size()} B attempt bodies; {seconds:g} s each) ==")
+    print("The disk's fsync latency drifts by 10x within minutes here, so the naive writer is")
+    print("measured again right before each durable row and the ratio is to that measurement.")
+    rows = [("durable", p, False) for p in (1, 8, 64)] + [
+        ("durable", 64, True), ("durable", 256, False), ("buffered", 64, False),
+        ("buffered", 64, True),
+    ]  # fmt: skip
+    naive = 0.0
+    for number, (mode, producers, shared) in enumerate(rows):
+        if mode == "durable":
+            naive_path = base / f"naive-{number}.jsonl"
+            n, dt = naive_writer(naive_path, seconds / 2)
+            naive = n / dt
+            naive_path.unlink()
+        root = base / f"{mode}-{producers}-{shared}"
+        n, dt = anyio.run(run_producers, root, mode, producers, seconds, shared)
+        what = "project chain" if shared else "own task each"
+        rate = n / dt
+        print(f"{mode:8} {producers:>3} producers, {what:14} {rate:>10,.0f} events/s"
+              f"   naive {naive:>6,.0f}/s   {rate / naive:>6.1f}x")  # fmt: skip
+        shutil.rmtree(root)
+
+
+# --- verify and open --------------------------------------------------------------------------
+
+
+async def fill(root: Path, project: str, events: int, tasks: int, small: bool) -> None:
+    """Write `events` task events over `tasks` tasks through the real writer (buffered)."""
+    body_code = "x = 1\n" if small else CODE
+    async with open_ledger(root, project, create=True, mode="buffered") as ledger:
+        per_task = events // tasks
+
+        async def producer(n: int) -> None:
+            for s in range(per_task):
+                await ledger.append_task_event(
+                    f"T-{n}",
+                    Attempt(r=0, s=s, result=Verdict.FAIL, reason_code="X", code_content=body_code),
+                )
+
+        async with anyio.create_task_group() as tg:
+            for n in range(tasks):
+                tg.start_soon(producer, n)
+
+
+def bench_verify(base: Path, events: int) -> None:
+    print(f"\n== verify ({events:,} task events of ~1 KiB, 64 tasks) ==")
+    t = time.perf_counter()
+    anyio.run(fill, base, "verify", events, 64, False)
+    print(f"written in {time.perf_counter() - t:.1f} s (buffered writer)")
+    paths = ProjectPaths.of(base, "verify")
+    size = sum(p.stat().st_size for p in paths.dir.rglob("*.jsonl"))
+    best = float("inf")
+    for _ in range(3):
+        start = time.process_time()
+        report = verify_project(paths)
+        best = min(best, time.process_time() - start)
+    assert report.ok, report.problems
+    print(f"verified {report.events:,} lines ({events:,} task events + their project links,"
+          f" {size / 1e6:.0f} MB) in {best:.2f} s CPU")  # fmt: skip
+    print(f"verify: {report.events / best:,.0f} lines/s, {events / best:,.0f} task events/s, "
+          f"{size / best / 1e6:.0f} MB/s (one core, best of 3)")  # fmt: skip
+
+
+def bench_open(base: Path, events: int) -> Path:
+    print(f"\n== open ({events:,} events: {events // 2:,} task events over 1,000 tasks + links) ==")
+    t = time.perf_counter()
+    anyio.run(fill, base, "big", events // 2, 1000, True)
+    print(f"written in {time.perf_counter() - t:.1f} s (buffered writer)")
+    paths = ProjectPaths.of(base, "big")
+    lines = sum(1 for _ in paths.events.open("rb"))
+    times, with_task = [], []
+
+    async def one_open() -> None:
+        start = time.perf_counter()
+        async with open_ledger(base, "big", mode="buffered") as ledger:
+            opened = time.perf_counter()
+            ledger.task_state("T-500")
+            first_task = time.perf_counter()
+            times.append(opened - start)
+            with_task.append(first_task - start)
+            _ = ledger.head
+
+    for _ in range(7):
+        anyio.run(one_open)
+    total = lines + (events // 2 // 1000) * 1000
+    print(f"ledger: {total:,} events ({lines:,} in the project chain)")
+    print(
+        f"open (lock, project tail, journal, writer started): median "
+        f"{statistics.median(times) * 1e3:.1f} ms, max {max(times) * 1e3:.1f} ms"
+    )
+    print(f"open + first task's state: median {statistics.median(with_task) * 1e3:.1f} ms")
+    return paths.dir
+
+
+def verify_peak_rss(root: Path, project: str) -> tuple[int, int]:
+    """(lines verified, peak RSS in KiB) of verify in a fresh process."""
+    code = (
+        "import resource, sys\n"
+        "from ledger import ProjectPaths, verify_project\n"
+        "r = verify_project(ProjectPaths.of(sys.argv[1], sys.argv[2]))\n"
+        "assert r.ok, r.problems\n"
+        "print(r.events, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(root), project], check=True,
+                         capture_output=True, text=True).stdout.split()  # fmt: skip
+    return int(out[0]), int(out[1])
+
+
+def bench_memory(base: Path) -> None:
+    print("\n== verify peak memory (fresh process each, same event shape) ==")
+    for events in (10_000, 100_000):
+        anyio.run(fill, base, f"mem-{events}", events // 2, 1000, True)
+    for project in ("mem-10000", "mem-100000", "big"):
+        if (base / project).exists():
+            lines, rss = verify_peak_rss(base, project)
+            print(f"{lines:>10,} events: peak RSS {rss / 1024:.1f} MiB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--verify-events", type=int, default=100_000)
+    parser.add_argument("--open-events", type=int, default=1_000_000)
+    parser.add_argument("--dir", type=Path, default=None, help="where to build (default: tmp)")
+    args = parser.parse_args()
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+    base = Path(tempfile.mkdtemp(prefix="ledger-bench-", dir=args.dir))
+    try:
+        print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, in {base}")
+        bench_appends(base, args.seconds)
+        bench_verify(base, args.verify_events)
+        if args.open_events:
+            bench_open(base, args.open_events)
+        bench_memory(base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

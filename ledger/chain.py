@@ -1,0 +1,137 @@
+"""Hash linking: sealing a record into its line, and checking a line against its chain.
+
+A line is the canonical form of the whole record, `event_hash` included, plus ``\\n``. The hash
+is over the canonical form *without* `event_hash`. Both chains use the same rules; the genesis
+event's `prev_event_hash` is 64 zeros.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Generic, TypeVar
+
+import msgspec
+
+from protocol.ledger_events import GENESIS_HASH, TIMESTAMP_PATTERN, ProjectRecord, TaskRecord
+
+from .canonical import canonical, sha256_hex
+from .errors import ChainBroken, InvalidEvent
+
+R = TypeVar("R", ProjectRecord, TaskRecord)
+
+_HASH_MEMBER = b',"event_hash":"'
+# `,"event_hash":"` + 64 hex digits + closing quote.
+_HASH_MEMBER_LEN = len(_HASH_MEMBER) + 64 + 1
+_TS = re.compile(TIMESTAMP_PATTERN)
+_PREV_MEMBER = b',"prev_event_hash":"'
+_encode = msgspec.json.Encoder(order="sorted").encode  # canonical(), without its wrapper
+
+
+def seal(record: R, decoder: msgspec.json.Decoder[R] | None) -> tuple[R, bytes]:
+    """The record with its `event_hash` filled in, and its line (canonical bytes + newline).
+
+    With a `decoder` (the record's strict type), the unsealed bytes are decoded once first:
+    Structs built in Python skip msgspec's checks, and the writer must never write a line that
+    verify would refuse (a negative seq, an unsafe id, a lone surrogate). Records the writer
+    builds from checked values alone (links) pass None. Raises `InvalidEvent`.
+    """
+    if record.event_hash:
+        record = msgspec.structs.replace(record, event_hash="")
+    unsealed = canonical(record)  # an empty `event_hash` is omitted
+    if decoder is not None:
+        try:
+            decoder.decode(unsealed)
+        except msgspec.DecodeError as exc:
+            raise InvalidEvent(f"invalid event: {exc}") from None
+    digest = sha256_hex(unsealed)
+    # `event_hash` sorts just before `pointer` (task records) or `prev_event_hash` (project
+    # records); the last occurrence of that member is the top-level one (see `line_hash`).
+    at = unsealed.rfind(b',"pointer":' if isinstance(record, TaskRecord) else _PREV_MEMBER)
+    line = b"".join((unsealed[:at], _HASH_MEMBER, digest.encode(), b'"', unsealed[at:], b"\n"))
+    return msgspec.structs.replace(record, event_hash=digest), line
+
+
+def line_hash(line: bytes) -> str:
+    """SHA-256 of a canonical line with its `event_hash` member removed.
+
+    Only valid for a line already known to be canonical: then every top-level member after
+    `event_hash` (hashes, ids, integers, the pointer, the timestamp) is from a character set
+    that cannot spell ``,"event_hash":"``, so the last occurrence is the top-level member.
+    """
+    at = line.rfind(_HASH_MEMBER)
+    h = hashlib.sha256(line[:at])
+    h.update(line[at + _HASH_MEMBER_LEN :])
+    return h.hexdigest()
+
+
+class ChainReader(Generic[R]):
+    """Checks the lines of one chain file in order, in constant memory.
+
+    `check` raises `ChainBroken` with the file and 1-based line number for the first problem:
+    undecodable or not canonical, wrong seq, wrong `prev_event_hash`, wrong `event_hash`, a
+    record from another chain.
+    """
+
+    def __init__(self, path: Path, type_: type[R], identity: dict[str, str]) -> None:
+        self.path = path
+        self.decoder: msgspec.json.Decoder[R] = msgspec.json.Decoder(type_)
+        self._decode: Callable[[bytes], R] = self.decoder.decode
+        self.identity = identity
+        self._identity = tuple(identity.items())
+        self.seq = -1
+        self.head = GENESIS_HASH
+
+    def resume(self, line: bytes) -> R:
+        """Check `line` as a chain's last line, without the lines before it (O(1) open)."""
+        try:
+            peek = self.decoder.decode(line.rstrip(b"\n"))
+        except msgspec.DecodeError as exc:
+            raise ChainBroken(self.path, 0, f"last line is not a valid record: {exc}") from None
+        self.seq = peek.seq - 1
+        self.head = peek.prev_event_hash
+        return self.check(line)
+
+    def check(self, line: bytes) -> R:
+        # The hot loop of verify: kept flat on purpose.
+        lineno = self.seq + 2
+        body = line[:-1] if line[-1:] == b"\n" else line
+        try:
+            record = self._decode(body)
+        except msgspec.DecodeError as exc:
+            raise ChainBroken(self.path, lineno, f"not a valid record: {exc}") from None
+        try:
+            again = _encode(record)
+        except UnicodeEncodeError as exc:
+            raise ChainBroken(
+                self.path, lineno, f"string that is not valid Unicode: {exc}"
+            ) from None
+        if again != body:
+            raise ChainBroken(self.path, lineno, "line is not in canonical form (RFC 8785)")
+        if record.seq != self.seq + 1:
+            raise ChainBroken(
+                self.path, lineno, "seq out of order", str(self.seq + 1), str(record.seq)
+            )
+        if record.prev_event_hash != self.head:
+            raise ChainBroken(
+                self.path, lineno, "prev_event_hash does not match the previous event",
+                self.head, record.prev_event_hash,
+            )  # fmt: skip
+        at = body.rfind(_HASH_MEMBER)
+        h = hashlib.sha256(body[:at])
+        h.update(body[at + _HASH_MEMBER_LEN :])
+        digest = h.hexdigest()
+        if record.event_hash != digest:
+            raise ChainBroken(self.path, lineno, "event_hash does not match the event",
+                              digest, record.event_hash)  # fmt: skip
+        if not _TS.match(record.ts):
+            raise ChainBroken(self.path, lineno, f"ts {record.ts!r} is not RFC 3339 UTC with µs")
+        for name, want in self._identity:
+            got = getattr(record, name)
+            if got != want:
+                raise ChainBroken(self.path, lineno, f"{name} is not this chain's", want, got)
+        self.seq = record.seq
+        self.head = record.event_hash
+        return record

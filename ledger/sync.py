@@ -1,0 +1,153 @@
+"""`WorkflowLogger`: the original's blocking API, over the same async core.
+
+Each call opens the project (taking its lock), does its work through the one async writer, and
+closes it again, via `anyio.run`; so a call from a script, a REPL or another process behaves
+exactly like the CLI. Code that is already async uses `open_ledger` directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import anyio
+
+from protocol.ledger_events import Attempt, AttemptUsage, FinalStatus, ProjectRecord, TaskClosed
+
+from .archive import export_project, import_project
+from .chain import ChainReader
+from .errors import ChainBroken, LedgerError
+from .render import render_task_log, write_task_log
+from .store import ProjectPaths, read_manifest
+from .verify import Head, VerifyReport, read_head, verify_project
+from .writer import Appended, Ledger, Mode, init_project, open_ledger
+
+T = TypeVar("T")
+
+
+class WorkflowLogger:
+    """Append-only workflow log of one project under `root_dir`.
+
+    `create`: appends create the project when it does not exist (as the original did); the CLI
+    passes False so that a mistyped project id is an error, not a new project.
+    """
+
+    def __init__(
+        self,
+        root_dir: str | Path,
+        project_id: str,
+        *,
+        mode: Mode = "durable",
+        lock_timeout: float = 0.0,
+        create: bool = True,
+    ) -> None:
+        self.paths = ProjectPaths.of(root_dir, project_id)
+        self.mode: Mode = mode
+        self.lock_timeout = lock_timeout
+        self.create = create
+
+    def _run(self, work: Callable[[Ledger], Awaitable[T]]) -> T:
+        async def main() -> T:
+            async with open_ledger(
+                self.paths.root,
+                self.paths.project_id,
+                mode=self.mode,
+                lock_timeout=self.lock_timeout,
+                create=self.create,
+            ) as ledger:
+                return await work(ledger)
+
+        return anyio.run(main)
+
+    def init(self) -> Head:
+        """Create the project; `LedgerExists` if it is already there."""
+        init_project(self.paths.root, self.paths.project_id)
+        return self.head()
+
+    def log_attempt(
+        self,
+        task_id: str,
+        r: int,
+        s: int,
+        *,
+        result: str,
+        reason_code: str,
+        acceptance_snapshot: Sequence[str] = (),
+        code_change_summary: str = "",
+        code_artifact_ref: str | None = None,
+        code_content: str = "",
+        executed_files: Sequence[str] = (),
+        executed_commands: Sequence[str] = (),
+        test_results: str = "",
+        reason_detail: str = "",
+        next_action: str = "",
+        usage: AttemptUsage | None = None,
+    ) -> Appended:
+        """Record attempt R<r>/S<s> of `task_id`, enforcing the R/S rules."""
+        body = Attempt(
+            r=r,
+            s=s,
+            result=result,  # type: ignore[arg-type]  # validated by the writer
+            reason_code=reason_code,
+            acceptance_snapshot=list(acceptance_snapshot),
+            code_change_summary=code_change_summary,
+            code_artifact_ref=code_artifact_ref,
+            code_content=code_content,
+            executed_files=list(executed_files),
+            executed_commands=list(executed_commands),
+            test_results=test_results,
+            reason_detail=reason_detail,
+            next_action=next_action,
+            usage=usage,
+        )
+        return self._run(lambda ledger: ledger.append_task_event(task_id, body))
+
+    def close_task(self, task_id: str, final_status: str, summary: str = "") -> Appended:
+        """Write the task's final record, then its task_log.md."""
+        try:
+            status = FinalStatus(final_status)
+        except ValueError:
+            allowed = ", ".join(s.value for s in FinalStatus)
+            raise LedgerError(f"invalid final status {final_status!r}: one of {allowed}") from None
+        body = TaskClosed(final_status=status, summary=summary)
+        appended = self._run(lambda ledger: ledger.append_task_event(task_id, body))
+        write_task_log(self.paths, task_id)
+        return appended
+
+    def verify(self, expect_heads: Sequence[Head] = ()) -> VerifyReport:
+        return verify_project(self.paths, expect_heads=tuple(expect_heads))
+
+    def verify_task_chain(self, task_id: str) -> VerifyReport:
+        """Verify one task's chain and its links; raise `ChainBroken` on the first problem."""
+        self.paths.task_dir(task_id)  # validates the id
+        if not self.paths.task_events(task_id).exists():
+            raise LedgerError(f"task {task_id!r} has no events in project {self.paths.project_id}")
+        report = verify_project(self.paths, task_ids=(task_id,))
+        if report.problems:
+            p = report.problems[0]
+            raise ChainBroken(p.path, p.line, p.reason, p.expected, p.found)
+        return report
+
+    def head(self) -> Head:
+        """The project chain's head (read from its last line; no lock needed)."""
+        return _tail_head(self.paths)
+
+    def task_log(self, task_id: str) -> str:
+        self.paths.task_dir(task_id)
+        return render_task_log(self.paths, task_id)
+
+    def export_project(self, archive_path: str | Path) -> Path:
+        return self._run(lambda ledger: export_project(ledger, Path(archive_path)))
+
+    @staticmethod
+    def import_project(
+        root_dir: str | Path, archive_path: str | Path, project_id: str | None = None
+    ) -> Head:
+        return import_project(Path(root_dir), Path(archive_path), project_id)
+
+
+def _tail_head(paths: ProjectPaths) -> Head:
+    manifest = read_manifest(paths)
+    reader = ChainReader(paths.events, ProjectRecord, {"project_id": manifest.chain_project_id})
+    return read_head(reader)

@@ -1,0 +1,131 @@
+"""`runner ledger ...` end to end: the original CLI's workflow, errors and exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from runner.cli import main
+
+
+def ledger(root: Path, *args: str, project: str | None = "ford") -> Result:
+    base = ["ledger", "--root-dir", str(root), "--mode", "buffered"]
+    if project is not None:
+        base += ["--project-id", project]
+    return CliRunner().invoke(main, [*base, *args], catch_exceptions=False)
+
+
+ATTEMPT = [
+    "attempt", "--task-id", "T-013", "--r", "0", "--s", "0",
+    "--acceptance", "AC-1: tests pass",
+    "--code-change-summary", "Implement API + tests",
+    "--code-content", "def handler(): return {'ok': True}",
+    "--executed-file", "src/api.py", "--executed-file", "tests/test_api.py",
+    "--executed-command", "python -m unittest tests.test_api",
+    "--test-results", "0 failed, 12 passed", "--result", "PASS",
+    "--reason-code", "PASS_ALL_CRITERIA", "--reason-detail", "Acceptance reached.",
+    "--next-action", "Close task",
+]  # fmt: skip
+
+
+def test_the_original_workflow(tmp_path: Path) -> None:
+    assert ledger(tmp_path, "init").exit_code == 0
+    out = ledger(tmp_path, *ATTEMPT)
+    assert out.exit_code == 0 and "T-013 R0/S0" in out.output
+    retry = [*ATTEMPT[:5], "--s", "1", *ATTEMPT[7:]]
+    assert ledger(tmp_path, *retry).exit_code == 0
+    closed = ledger(tmp_path, "close", "--task-id", "T-013", "--final-status", "accepted",
+                    "--summary", "Task completed and archived.")  # fmt: skip
+    assert closed.exit_code == 0
+    assert (tmp_path / "ford" / "tasks" / "T-013" / "task_log.md").exists()
+    verified = ledger(tmp_path, "verify", "--task-id", "T-013")
+    assert verified.exit_code == 0 and verified.output.startswith("ok:")
+    head = ledger(tmp_path, "head", "--json")
+    heads = json.loads(head.output)
+    assert set(heads["tasks"]) == {"T-013"}
+    assert ledger(tmp_path, "verify", "--expect-head", heads["project"]).exit_code == 0
+    shown = ledger(tmp_path, "show", "--task-id", "T-013").output
+    assert "final status: accepted" in shown and "def handler()" in shown
+    archive = tmp_path / "ford-ai-flow.zip"
+    assert ledger(tmp_path, "export", "--archive", str(archive)).exit_code == 0
+    imported = ledger(tmp_path, "import", "--archive", str(archive), "--target-project-id",
+                      "ford-migrated", project=None)  # fmt: skip
+    assert imported.exit_code == 0, imported.output
+    assert ledger(tmp_path, "verify", project="ford-migrated").exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["attempt", "--task-id", "T", "--r", "0", "--s", "2", "--result", "PASS",
+          "--reason-code", "X"], "first attempt must be R0/S0; next legal: R0/S0"),
+        (["attempt", "--task-id", "T", "--r", "0", "--s", "0", "--result", "MAYBE",
+          "--reason-code", "X"], "$.body.result"),
+        (["attempt", "--task-id", "../T", "--r", "0", "--s", "0", "--result", "PASS",
+          "--reason-code", "X"], "invalid task id"),
+        (["close", "--task-id", "T", "--final-status", "done"], "Invalid value"),
+        (["verify", "--expect-head", "12"], "expected SEQ:HASH"),
+        (["show", "--task-id", "NOPE"], "has no events"),
+    ],
+)  # fmt: skip
+def test_bad_input_exits_2_with_a_clear_message(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    ledger(tmp_path, "init")
+    result = CliRunner().invoke(
+        main, ["ledger", "--root-dir", str(tmp_path), "--project-id", "ford", *args]
+    )
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_unknown_project_and_missing_project_id(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["ledger", "--root-dir", str(tmp_path), "--project-id",
+                                       "nope", "verify"])  # fmt: skip
+    assert result.exit_code == 2 and "no ledger at" in result.output
+    result = CliRunner().invoke(main, ["ledger", "--root-dir", str(tmp_path), "verify"])
+    assert result.exit_code == 2 and "--project-id is required" in result.output
+    assert not (tmp_path / "nope").exists()
+
+
+def test_damage_exits_1_with_file_and_line(tmp_path: Path) -> None:
+    ledger(tmp_path, "init")
+    ledger(tmp_path, *ATTEMPT)
+    path = tmp_path / "ford" / "tasks" / "T-013" / "events.jsonl"
+    path.write_bytes(path.read_bytes().replace(b"12 passed", b"13 passed"))
+    result = CliRunner().invoke(
+        main, ["ledger", "--root-dir", str(tmp_path), "--project-id", "ford", "verify"]
+    )
+    assert result.exit_code == 1
+    assert f"damage: {path}:1: event_hash does not match" in result.output
+
+
+def test_locked_project_exits_3_in_a_real_process(tmp_path: Path) -> None:
+    ledger(tmp_path, "init")
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, anyio\nfrom ledger import open_ledger\n"
+         "async def m():\n async with open_ledger(sys.argv[1], 'ford'):\n"
+         "  print('locked', flush=True)\n  await anyio.sleep(30)\nanyio.run(m)", str(tmp_path)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        cmd = [sys.executable, "-m", "runner", "ledger", "--root-dir", str(tmp_path),
+               "--project-id", "ford", "--lock-timeout", "0.3", *ATTEMPT]  # fmt: skip
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        assert result.returncode == 3
+        assert "locked by another writer (waited 0.3s" in result.stderr
+        assert "Traceback" not in result.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    # The holder was killed: the next writer recovers and appends.
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
