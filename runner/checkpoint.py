@@ -367,6 +367,24 @@ def rollback(
     return report
 
 
+def changed_paths(
+    workspace: str | os.PathLike[str],
+    checkpoint_id: str,
+    *,
+    store: CheckpointStore | str | os.PathLike[str],
+) -> list[str]:
+    """Files and links that differ from checkpoint `checkpoint_id`: added, changed, deleted or
+    with other permission bits (sorted). What a rollback would touch, without touching it; the
+    QA review's "changed files" fact for a workspace without git."""
+    ws = _workspace(workspace)
+    store = store if isinstance(store, CheckpointStore) else CheckpointStore(store)
+    manifest = store.load(checkpoint_id)
+    excluded = _unique([*manifest.exclude, *_store_exclusion(ws, store)])
+    plan = plan_rollback(manifest, _observe_for(ws, manifest, excluded))
+    changed = {*plan.delete, *(e.path for e in (*plan.rewrite, *plan.recreate, *plan.chmod))}
+    return sorted(changed)
+
+
 @_os_errors("rollback stopped part-way; fix the cause and run it again to finish")
 def _apply(
     ws: Path, store: CheckpointStore, manifest: CheckpointManifest, plan: RollbackPlan

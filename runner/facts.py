@@ -22,6 +22,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
@@ -65,28 +66,23 @@ async def gather_facts(
     verify_commands: bool = False,
     command_timeout_s: float | None = None,
     run_command: CommandRunner | None = None,
+    changed: Sequence[str] | None = None,
 ) -> WorkspaceFacts:
     """The facts of one round in `workspace`, the top level of a git work tree.
 
     `base` is the revision the worker started from. `command_timeout_s` bounds each re-run
     (default: the pack's `runtime_policy.timeout_sec`, else 600 s). Raises `FactsError` when
     `workspace` is not the top level of a git work tree or `base` is not a commit in it.
+
+    A workspace without git passes `changed` (the files that differ from a checkpoint, say);
+    git is then not consulted and the facts carry no base revision.
     """
     root = Path(workspace)
     view = pack.view
-    if not await is_repo(root):
-        raise FactsError(root, "not a git work tree")
-    top = await toplevel(root)
-    if top.resolve() != root.resolve():
-        raise FactsError(root, f"is inside the git work tree at {top}; pass its top level")
-    try:
-        base_sha = (
-            await git(root, "rev-parse", "--verify", "--quiet", f"{base}^{{commit}}")
-        ).strip()
-    except GitError:
-        raise FactsError(root, f"base revision {base!r} is not a commit here") from None
-
-    changed = await changed_files(root, base_sha)
+    base_sha: str | None = None
+    if changed is None:
+        base_sha = await _git_base(root, base)
+        changed = await changed_files(root, base_sha)
     artifacts = await anyio.to_thread.run_sync(list_artifacts, root, view.run_dir)
     reruns: tuple[CommandRerun, ...] | None = None
     if verify_commands:
@@ -124,6 +120,18 @@ async def gather_facts(
         command_reruns=reruns,
         base=base_sha,
     )
+
+
+async def _git_base(root: Path, base: str) -> str:
+    if not await is_repo(root):
+        raise FactsError(root, "not a git work tree")
+    top = await toplevel(root)
+    if top.resolve() != root.resolve():
+        raise FactsError(root, f"is inside the git work tree at {top}; pass its top level")
+    try:
+        return (await git(root, "rev-parse", "--verify", "--quiet", f"{base}^{{commit}}")).strip()
+    except GitError:
+        raise FactsError(root, f"base revision {base!r} is not a commit here") from None
 
 
 def list_artifacts(root: Path, run_dir: str) -> tuple[str, ...]:

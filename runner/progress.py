@@ -17,10 +17,11 @@ import datetime as dt
 import fcntl
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+import anyio
 import msgspec
 
 from kernel import scoreboard, triage
@@ -182,13 +183,21 @@ class Progress(msgspec.Struct, frozen=True):
         return load(self.plan, PlanSnapshot) if self.plan.exists() else None
 
     def updated(
-        self, queue: TaskQueue, *, now: str, selected: LastSelected | None = None
+        self,
+        queue: TaskQueue,
+        *,
+        now: str,
+        selected: LastSelected | None = None,
+        trend: bool = True,
     ) -> dict[Path, bytes]:
-        """The scoreboard, trends and summary for `queue`, as bytes to write."""
+        """The scoreboard, trends and summary for `queue`, as bytes to write (without a new
+        trend point when `trend` is False: a point per finished cycle, not per change)."""
         board = scoreboard.score(queue, now=now, previous=self.load_scoreboard(), selected=selected)
-        trends = scoreboard.append_trend(
-            self.load_trends(), board, selected=selected.key if selected else None
-        )
+        trends = self.load_trends()
+        if trend:
+            trends = scoreboard.append_trend(
+                trends, board, selected=selected.key if selected else None
+            )
         summary = scoreboard.summary_markdown(queue, board, trends)
         return {
             self.scoreboard: encode_pretty(board),
@@ -200,3 +209,38 @@ class Progress(msgspec.Struct, frozen=True):
 def write_all(files: dict[Path, bytes]) -> list[Path]:
     """Write each file atomically, in the order given (put the commit point last)."""
     return [write_atomic(path, data) for path, data in files.items()]
+
+
+class QueueKeeper:
+    """The one owner of the queue and its scoreboard while a campaign runs.
+
+    Every change is a pure kernel function of the queue, applied under one lock in this
+    process (the caller holds `queue_lock` against other processes), then written: scoreboard,
+    trends and summary first, the queue last (the commit point). Concurrent cycles therefore
+    never lose each other's updates, and a reader never sees torn JSON.
+    """
+
+    def __init__(self, queue_path: Path, progress: Progress, queue: TaskQueue) -> None:
+        self.queue_path = queue_path
+        self.progress = progress
+        self._queue = queue
+        self._lock = anyio.Lock()
+
+    @property
+    def queue(self) -> TaskQueue:
+        return self._queue
+
+    async def apply(
+        self,
+        change: Callable[[TaskQueue], TaskQueue],
+        *,
+        selected: LastSelected | None = None,
+        trend: bool = False,
+    ) -> TaskQueue:
+        async with self._lock:
+            queue = triage.check(change(self._queue), source=str(self.queue_path))
+            files = self.progress.updated(queue, now=utc_now(), selected=selected, trend=trend)
+            files[self.queue_path] = encode_pretty(queue)
+            await anyio.to_thread.run_sync(write_all, files)
+            self._queue = queue
+            return queue

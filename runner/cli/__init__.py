@@ -1,6 +1,7 @@
 """The `runner` command line. Each module holds the commands of one area."""
 
 from ._group import main
+from .engine_cmds import campaign, run_cycle
 from .exec_cmds import dispatch_rework, dispatch_step, exec_command
 from .kernel_cmds import negotiate, prepare, prepare_next, queue
 from .kernel_review_cmds import review_step
@@ -22,5 +23,7 @@ main.add_command(exec_command)
 main.add_command(dispatch_step)
 main.add_command(dispatch_rework)
 main.add_command(ledger)
+main.add_command(campaign)
+main.add_command(run_cycle)
 
 __all__ = ["main"]

@@ -11,6 +11,7 @@ from ledger import ChainBroken, LedgerDamaged, LedgerError, LedgerLocked
 from protocol import ProtocolError
 from runner import __version__
 from runner.checkpoint import CheckpointError
+from runner.engine import BackendsUnhealthy, EngineError, FreezeBlocked
 from runner.facts import FactsError
 from runner.log import LEVELS, configure_logging
 from runner.progress import ProgressError, QueueLocked, SnapshotFrozen
@@ -26,6 +27,9 @@ EXIT_BUSY = 3
 # First match wins: a specific type goes before its base.
 ERROR_EXIT_CODES: list[tuple[type[BaseException], int]] = [
     (ProtocolError, EXIT_INPUT),
+    (BackendsUnhealthy, EXIT_CHECK),
+    (FreezeBlocked, EXIT_CHECK),
+    (EngineError, EXIT_INPUT),
     (FactsError, EXIT_INPUT),
     (GuardRefused, EXIT_CHECK),
     (SnapshotFrozen, EXIT_CHECK),
@@ -43,6 +47,13 @@ ERROR_EXIT_CODES: list[tuple[type[BaseException], int]] = [
 ]
 
 
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
+
+
 def exit_code_for(exc: BaseException) -> int | None:
     """The exit code of the first `ERROR_EXIT_CODES` entry `exc` is an instance of, or None."""
     return next((code for t, code in ERROR_EXIT_CODES if isinstance(exc, t)), None)
@@ -57,6 +68,14 @@ class RunnerGroup(click.Group):
         except tuple(t for t, _ in ERROR_EXIT_CODES) as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exit_code_for(exc) or EXIT_INPUT)
+        except BaseExceptionGroup as group:
+            # A task group re-raises its tasks' errors in a group; ours are still ours.
+            known = [e for e in _leaves(group) if exit_code_for(e) is not None]
+            if not known:
+                raise
+            for leaf in known:
+                click.echo(f"error: {leaf}", err=True)
+            ctx.exit(exit_code_for(known[0]) or EXIT_INPUT)
 
 
 @click.group(cls=RunnerGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -1,0 +1,313 @@
+"""Where a task's agent works: its own git worktree, or the workspace itself.
+
+Parallel agents cannot share one working tree (the QA review could not tell whose change is
+whose), so with git each attempt gets a worktree on its own branch from the target branch's
+current head, and accepted work is merged back one task at a time. Without git, tasks run one
+at a time in place, each attempt behind a checkpoint of the whole tree so that its changes can
+be listed (the QA review's facts) and rolled back.
+
+Evidence (``.artifacts/``) is never committed: it is added to the repository's
+``info/exclude``; when a worktree is removed its evidence is copied into the main workspace's
+``.artifacts/`` first, so every round's evidence outlives the worktree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import anyio
+
+from protocol import ARTIFACTS_ROOT
+
+from . import git
+from .checkpoint import changed_paths, create_checkpoint, rollback
+from .log import get_logger
+
+log = get_logger("runner.workspace")
+
+BRANCH_PREFIX = "runner/"
+TASK_TRAILER = "Runner-Task"
+ATTEMPT_TRAILER = "Runner-Attempt"
+EXCLUDE_LINE = ".artifacts/"
+
+
+class WorkspaceError(Exception):
+    """The workspace cannot be used: carries the path and the reason."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+@dataclass(frozen=True)
+class TaskWorkspace:
+    """One attempt's working directory and what its changes are measured against."""
+
+    task_key: str
+    label: str
+    path: Path
+    base: str | None = None
+    branch: str | None = None
+    checkpoint_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Accepted:
+    merged: bool
+    commit: str | None = None
+    conflicted_files: tuple[str, ...] = ()
+    detail: str = ""
+
+
+class Workspaces(Protocol):
+    """What the engine needs from a workspace strategy."""
+
+    root: Path
+    isolated: bool
+
+    async def prepare(self, task_key: str, label: str) -> TaskWorkspace: ...
+    async def changed_files(self, ws: TaskWorkspace) -> list[str] | None: ...
+    async def accept(self, ws: TaskWorkspace, message: str) -> Accepted: ...
+    async def reject(self, ws: TaskWorkspace) -> None: ...
+    async def release(self, ws: TaskWorkspace) -> None: ...
+    async def cleanup_stale(self) -> list[str]: ...
+    async def accepted_attempt(self, task_key: str) -> str | None: ...
+
+
+def trailers(task_key: str, label: str) -> str:
+    return f"{TASK_TRAILER}: {task_key}\n{ATTEMPT_TRAILER}: {label}"
+
+
+class GitWorktrees:
+    """One worktree per attempt under `worktree_dir`, merged into `repo`'s current branch."""
+
+    isolated = True
+
+    def __init__(self, repo: Path, worktree_dir: Path) -> None:
+        self.root = repo
+        self.worktree_dir = worktree_dir
+        self._merge_lock = anyio.Lock()
+
+    @classmethod
+    async def open(cls, repo: Path, worktree_dir: Path) -> GitWorktrees:
+        """Check that `repo` can take merges: the top of a work tree, on a branch, with no
+        uncommitted change to a tracked file (a merge could not tell it from the agent's)."""
+        if not await git.is_repo(repo):
+            raise WorkspaceError(repo, "not a git work tree")
+        top = await git.toplevel(repo)
+        if top.resolve() != repo.resolve():
+            raise WorkspaceError(repo, f"is inside the git work tree at {top}; pass its top level")
+        if await git.current_branch(repo) is None:
+            raise WorkspaceError(repo, "HEAD is detached; check out the branch to merge into")
+        try:
+            await git.head(repo)
+        except git.GitError:
+            raise WorkspaceError(repo, "the repository has no commit yet") from None
+        dirty = await git.git(repo, "status", "--porcelain", "--untracked-files=no")
+        if dirty.strip():
+            files = ", ".join(line[3:] for line in dirty.splitlines()[:5])
+            raise WorkspaceError(
+                repo, f"uncommitted changes to tracked files ({files}); commit or stash them"
+            )
+        await _exclude_artifacts(repo)
+        return cls(repo.resolve(), worktree_dir.resolve())
+
+    async def prepare(self, task_key: str, label: str) -> TaskWorkspace:
+        path = self.worktree_dir / task_key / label
+        branch = f"{BRANCH_PREFIX}{task_key}/{label}"
+        await self._remove(path, branch)
+        async with self._merge_lock:  # the base must not move while the worktree is created
+            base = await git.head(self.root)
+            await git.add_worktree(self.root, path, branch, base)
+        log.info("workspace.created", task_id=task_key, path=str(path), branch=branch, base=base)
+        return TaskWorkspace(task_key, label, path, base=base, branch=branch)
+
+    async def changed_files(self, ws: TaskWorkspace) -> list[str] | None:
+        return None  # gathered by runner.facts from git itself
+
+    async def accept(self, ws: TaskWorkspace, message: str) -> Accepted:
+        assert ws.branch is not None
+        full = f"{message}\n\n{trailers(ws.task_key, ws.label)}"
+        committed = await git.commit_all(ws.path, full)
+        if committed is None:
+            return Accepted(merged=True, detail="no change to merge")
+        merge_message = f"Merge {ws.branch}: {message}\n\n{trailers(ws.task_key, ws.label)}"
+        async with self._merge_lock:
+            result = await git.merge(self.root, ws.branch, merge_message)
+        if result.merged:
+            log.info("workspace.merged", task_id=ws.task_key, commit=result.commit)
+            return Accepted(merged=True, commit=result.commit)
+        log.info("workspace.conflict", task_id=ws.task_key, files=result.conflicted_files)
+        return Accepted(
+            merged=False,
+            conflicted_files=tuple(result.conflicted_files),
+            detail=result.detail,
+        )
+
+    async def reject(self, ws: TaskWorkspace) -> None:
+        """Nothing to undo: the work stays on its branch, which `release` deletes."""
+
+    async def release(self, ws: TaskWorkspace) -> None:
+        await anyio.to_thread.run_sync(copy_evidence, ws.path, self.root)
+        await self._remove(ws.path, ws.branch)
+        with contextlib.suppress(OSError):
+            ws.path.parent.rmdir()  # the task's directory, once its last worktree is gone
+        log.info("workspace.removed", task_id=ws.task_key, path=str(ws.path))
+
+    async def _remove(self, path: Path, branch: str | None) -> None:
+        if path.exists() or path.is_symlink():
+            await git.remove_worktree(self.root, path)
+            if path.exists():
+                await anyio.to_thread.run_sync(shutil.rmtree, path)
+        await git.git(self.root, "worktree", "prune")
+        if branch is not None:
+            await git.delete_branch(self.root, branch)
+
+    async def cleanup_stale(self) -> list[str]:
+        """Remove worktrees and branches a killed runner left behind; returns what went."""
+        removed: list[str] = []
+        for path in await git.list_worktrees(self.root):
+            if path.resolve().is_relative_to(self.worktree_dir):
+                await anyio.to_thread.run_sync(copy_evidence, path, self.root)
+                await self._remove(path, None)
+                removed.append(str(path))
+        if self.worktree_dir.is_dir():
+            for leftover in self.worktree_dir.iterdir():
+                await anyio.to_thread.run_sync(shutil.rmtree, leftover, True)
+                removed.append(str(leftover))
+        out = await git.git(
+            self.root, "for-each-ref", "--format=%(refname:short)", f"refs/heads/{BRANCH_PREFIX}"
+        )
+        for branch in out.split():
+            await git.delete_branch(self.root, branch)
+            removed.append(branch)
+        return removed
+
+    async def accepted_attempt(self, task_key: str) -> str | None:
+        """The attempt label of a merge of `task_key` already on the target branch, if any
+        (a runner killed between merging and recording it must not run the task again)."""
+        out = await git.git(
+            self.root,
+            "log",
+            "--format=%(trailers:key=Runner-Task,valueonly)%x00"
+            "%(trailers:key=Runner-Attempt,valueonly)%x00",
+            "-n",
+            "10000",
+        )
+        fields = out.split("\0")
+        for task, attempt in zip(fields[0::2], fields[1::2], strict=False):
+            if task.strip() == task_key:
+                return attempt.strip() or "?"
+        return None
+
+
+class InPlace:
+    """Tasks run one at a time in the workspace itself, each attempt behind a checkpoint."""
+
+    isolated = False
+
+    def __init__(
+        self,
+        workspace: Path,
+        store: Path,
+        *,
+        rollback_on_fail: bool,
+        exclude: tuple[Path, ...] = (),
+    ) -> None:
+        self.root = workspace.resolve()
+        self.store = store
+        self.rollback_on_fail = rollback_on_fail
+        # The runner's own files (queue, ledger, checkpoints) change during a step and must
+        # neither count as the agent's changes nor be rolled back.
+        self._exclude = _in_place_exclusions(self.root, (store, *exclude))
+
+    async def prepare(self, task_key: str, label: str) -> TaskWorkspace:
+        manifest = await anyio.to_thread.run_sync(
+            lambda: create_checkpoint(
+                self.root,
+                trees=["."],
+                task_key=task_key,
+                run_id=label.replace("/", "-"),
+                store=self.store,
+                exclude=self._exclude,
+            )
+        )
+        log.info("workspace.checkpointed", task_id=task_key, checkpoint_id=manifest.checkpoint_id)
+        return TaskWorkspace(task_key, label, self.root, checkpoint_id=manifest.checkpoint_id)
+
+    async def changed_files(self, ws: TaskWorkspace) -> list[str] | None:
+        assert ws.checkpoint_id is not None
+        cid = ws.checkpoint_id
+        return await anyio.to_thread.run_sync(
+            lambda: changed_paths(self.root, cid, store=self.store)
+        )
+
+    async def accept(self, ws: TaskWorkspace, message: str) -> Accepted:
+        return Accepted(merged=True, detail="in place: the changes are already there")
+
+    async def reject(self, ws: TaskWorkspace) -> None:
+        if self.rollback_on_fail and ws.checkpoint_id is not None:
+            cid = ws.checkpoint_id
+            report = await anyio.to_thread.run_sync(
+                lambda: rollback(self.root, cid, store=self.store)
+            )
+            log.info(
+                "workspace.rolled_back",
+                task_id=ws.task_key,
+                checkpoint_id=cid,
+                rewritten=len(report.rewritten),
+                deleted=len(report.deleted),
+                recreated=len(report.recreated),
+            )
+
+    async def release(self, ws: TaskWorkspace) -> None:
+        """Nothing to remove in place."""
+
+    async def cleanup_stale(self) -> list[str]:
+        return []
+
+    async def accepted_attempt(self, task_key: str) -> str | None:
+        return None
+
+
+def copy_evidence(source_workspace: Path, target_workspace: Path) -> None:
+    """Merge ``source/.artifacts`` into ``target/.artifacts`` (files only, links skipped)."""
+    src = source_workspace / ARTIFACTS_ROOT
+    if not src.is_dir() or source_workspace.resolve() == target_workspace.resolve():
+        return
+    dst = target_workspace / ARTIFACTS_ROOT
+    for path in src.rglob("*"):
+        if path.is_symlink() or not path.is_file():
+            continue
+        target = dst / path.relative_to(src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+
+
+async def _exclude_artifacts(repo: Path) -> None:
+    common = Path((await git.git(repo, "rev-parse", "--git-common-dir")).strip())
+    if not common.is_absolute():
+        common = repo / common
+    exclude = common / "info" / "exclude"
+    exclude.parent.mkdir(parents=True, exist_ok=True)
+    lines = exclude.read_text(encoding="utf-8").splitlines() if exclude.exists() else []
+    if EXCLUDE_LINE not in lines:
+        with exclude.open("a", encoding="utf-8") as f:
+            f.write(("\n" if lines and lines[-1] else "") + EXCLUDE_LINE + "\n")
+
+
+def _in_place_exclusions(workspace: Path, own: tuple[Path, ...]) -> list[str]:
+    out = [".git", ".artifacts"]
+    for path in own:
+        try:
+            rel = path.resolve().relative_to(workspace).as_posix()
+        except ValueError:
+            continue
+        if rel != ".":
+            out.append(rel)
+    return out
