@@ -25,10 +25,8 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest -q
 
-# Until `runner demo` lands: the most complete path that exists, validating the real packs.
 demo: $(STAMP)
-	for f in tests/fixtures/seed/step_packs/*.json; do $(BIN)/runner validate "$$f" || exit 1; done
-	$(BIN)/runner schema
+	$(BIN)/runner demo
 
 bench: $(STAMP)
 	$(BIN)/python bench/protocol.py

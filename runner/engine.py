@@ -27,6 +27,7 @@ from .cycle import EngineOptions
 from .dispatch import LimitOverrides
 from .health import BackendProblem, check_backends
 from .live import Board, is_terminal, redraw
+from .log import configure_logging
 from .progress import Progress, QueueKeeper, load_queue, queue_lock
 from .requirements import check_freeze
 from .shim import ShimConfig, load_config
@@ -188,6 +189,9 @@ async def _run(
 ) -> CampaignReport:
     live = settings.live and is_terminal()
     board = Board(quiet_log=live)
+    if live:
+        # Info lines would tear the live board apart; warnings still show (--no-live: all).
+        configure_logging("warning", "console")
     if on_ready:
         on_ready(board)
     async with open_ledger(

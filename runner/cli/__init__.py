@@ -1,6 +1,7 @@
 """The `runner` command line. Each module holds the commands of one area."""
 
 from ._group import main
+from .demo_cmds import demo, status
 from .engine_cmds import campaign, run_cycle
 from .exec_cmds import dispatch_rework, dispatch_step, exec_command
 from .kernel_cmds import negotiate, prepare, prepare_next, queue
@@ -25,5 +26,7 @@ main.add_command(dispatch_rework)
 main.add_command(ledger)
 main.add_command(campaign)
 main.add_command(run_cycle)
+main.add_command(demo)
+main.add_command(status)
 
 __all__ = ["main"]
