@@ -20,6 +20,7 @@ from protocol import (
     ReworkPack,
     ReworkScope,
     StepPack,
+    StepPackView,
 )
 
 from .errors import ReworkError
@@ -94,25 +95,14 @@ def build_rework(
         for g in review.gates
         if not g.passed
     ]
-    return ReworkPack(
-        task_id=view.task_id,
-        run_id=view.run_id,
-        step_id=view.step_id,
-        rework_round=rework_round,
-        reason_code=primary_reason(review),
-        scope_guard=ReworkScope(
-            allowed_paths=list(view.allowed_paths),
-            forbidden_paths=list(view.forbidden_paths),
-            dependency_policy=view.dependency_policy,
-        ),
-        step_title=view.title,
-        objective=view.objective,
+    return _pack(
+        view,
+        rework_round,
+        primary_reason(review),
         failed_gates=failed_gates,
         failed_acceptance_criteria=_failed_criteria(pack, review),
         missing_evidence=_missing_evidence(review),
         minimal_fix_list=_unique(_fix(f, view.run_dir) for f in review.findings),
-        rerun_commands=list(view.commands_to_run),
-        acceptance_criteria=[c.text for c in view.criteria],
         review_ref=review_ref,
         review_verdict=review.verdict,
     )
@@ -134,12 +124,26 @@ def build_conflict_rework(
         )
     files = sorted(set(conflicted_files))
     listed = ", ".join(files) if files else "(git named no file)"
+    return _pack(
+        view,
+        rework_round,
+        R.MERGE_CONFLICT,
+        minimal_fix_list=[
+            f"{_FIXES[R.MERGE_CONFLICT]}: the workspace now starts from the target branch, "
+            f"which changed these files since your work began: {listed}",
+            *[f"Re-check {f} against what landed on the target branch" for f in files],
+        ],
+    )
+
+
+def _pack(view: StepPackView, rework_round: int, reason: QAReason, **parts: object) -> ReworkPack:
+    """The parts every ReworkPack takes from its step: ids, scope guard, commands, criteria."""
     return ReworkPack(
         task_id=view.task_id,
         run_id=view.run_id,
         step_id=view.step_id,
         rework_round=rework_round,
-        reason_code=R.MERGE_CONFLICT,
+        reason_code=reason,
         scope_guard=ReworkScope(
             allowed_paths=list(view.allowed_paths),
             forbidden_paths=list(view.forbidden_paths),
@@ -147,13 +151,9 @@ def build_conflict_rework(
         ),
         step_title=view.title,
         objective=view.objective,
-        minimal_fix_list=[
-            f"{_FIXES[R.MERGE_CONFLICT]}: the workspace now starts from the target branch, "
-            f"which changed these files since your work began: {listed}",
-            *[f"Re-check {f} against what landed on the target branch" for f in files],
-        ],
         rerun_commands=list(view.commands_to_run),
         acceptance_criteria=[c.text for c in view.criteria],
+        **parts,  # type: ignore[arg-type]
     )
 
 
