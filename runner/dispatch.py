@@ -13,6 +13,7 @@ infrastructure failure); the R/S pointer bookkeeping belongs to the ledger, whic
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +23,27 @@ from typing import Literal
 import msgspec
 
 import protocol
-from protocol import EndReason, ResultParseFailure, ReworkPack, StepOutcome, StepPack, StepResult
+from kernel import AttemptCause, next_attempt
+from ledger import open_ledger
+from protocol import (
+    AttemptPointer,
+    EndReason,
+    ResultParseFailure,
+    ReworkPack,
+    StepOutcome,
+    StepPack,
+    StepResult,
+    Verdict,
+    classify,
+)
+from protocol.ledger_events import (
+    Attempt,
+    AttemptInterrupted,
+    AttemptStarted,
+    AttemptUsage,
+    FileRef,
+    StepOutcomeRecorded,
+)
 
 from . import evidence
 from .evidence import RoundDir
@@ -352,3 +373,87 @@ def _merge(base: Limits, overrides: LimitOverrides | None) -> Limits:
         return base
     changes = {k: v for k, v in msgspec.structs.asdict(overrides).items() if v is not None}
     return msgspec.structs.replace(base, **changes)
+
+
+async def record_dispatches(
+    root: Path, project_id: str, dispatches: list[Dispatch], kind: Kind
+) -> list[AttemptPointer]:
+    """Record each dispatch as one attempt in the ledger, the R/S pointer managed here.
+
+    A step dispatch of a task with no attempt yet is R0/S0; another step dispatch of the same
+    task is a retry (R, S+1): the same instructions again. A rework dispatch is a revision
+    (R+1, S0). Each attempt is three events: ``attempt_started``, ``step_outcome`` and the
+    ``attempt`` record with the worker's verdict (there is no review here: ``runner
+    review-step`` judges a round separately).
+    """
+    cause = AttemptCause.REWORK if kind == "rework" else AttemptCause.INFRASTRUCTURE
+    pointers: list[AttemptPointer] = []
+    async with open_ledger(root, project_id, create=True) as ledger:
+        for dispatch in dispatches:
+            plan = dispatch.plan
+            state = ledger.task_state(plan.task_id)
+            if state.attempt_open and state.pointer is not None:
+                await ledger.append_task_event(
+                    plan.task_id,
+                    AttemptInterrupted(
+                        r=state.pointer.r, s=state.pointer.s, reason="never recorded"
+                    ),
+                )
+            pointer = next_attempt(state.pointer, cause)
+            command_log = plan.round.command_log
+            data = command_log.read_bytes()
+            ref = FileRef(
+                path=plan.round.relative(command_log),
+                sha256=hashlib.sha256(data).hexdigest(),
+                size=len(data),
+            )
+            for body in (
+                AttemptStarted(
+                    r=pointer.r,
+                    s=pointer.s,
+                    kind=classify(state.pointer, pointer),
+                    worker_backend=plan.backend,
+                    run_id=plan.run_id,
+                    step_id=plan.step_id,
+                    refs=[ref],
+                ),
+                StepOutcomeRecorded.from_outcome(pointer, dispatch.outcome),
+                _attempt_record(pointer, dispatch),
+            ):
+                await ledger.append_task_event(plan.task_id, body)
+            pointers.append(pointer)
+    return pointers
+
+
+def _attempt_record(pointer: AttemptPointer, dispatch: Dispatch) -> Attempt:
+    result = dispatch.result
+    if result is None:
+        return Attempt(
+            r=pointer.r,
+            s=pointer.s,
+            result=Verdict.FAIL,
+            reason_code=_failure_code(dispatch),
+            code_artifact_ref=dispatch.plan.round.rel,
+            reason_detail=dispatch.failure.detail[:4000] if dispatch.failure else "",
+            next_action="retry (same R, S+1)",
+        )
+    return Attempt(
+        r=pointer.r,
+        s=pointer.s,
+        result=result.verdict,
+        reason_code=result.reason_code,
+        code_change_summary=result.summary[:4000],
+        code_artifact_ref=dispatch.plan.round.rel,
+        executed_files=list(result.files_changed),
+        executed_commands=[c.command for c in result.commands_executed],
+        next_action="review the round (runner review-step)",
+        usage=AttemptUsage.from_usage(result.usage) if result.usage else None,
+    )
+
+
+def _failure_code(dispatch: Dispatch) -> str:
+    if dispatch.outcome.reason is not EndReason.COMPLETED:
+        return str(dispatch.outcome.reason).upper()
+    if dispatch.failure is not None:
+        return str(dispatch.failure.reason)
+    return "SHIM_EXIT_NONZERO"

@@ -42,6 +42,7 @@ from runner.dispatch import (
     execute,
     plan_rework,
     plan_step,
+    record_dispatches,
 )
 from runner.files import write_atomic
 from runner.shim import load_config
@@ -53,6 +54,8 @@ EXIT_CANNOT_RUN = 126
 EXIT_NOT_FOUND = 127
 EXIT_MEMORY = 128 + signal.SIGKILL
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# The original workflow logger's default root.
+DEFAULT_LEDGER_ROOT = Path("workflow")
 
 T = TypeVar("T")
 LIMIT_NAMES = (
@@ -251,6 +254,7 @@ class DispatchArgs:
     round_number: int | None
     max_parallel_steps: int
     limits: LimitOverrides
+    ledger: tuple[Path, str] | None = None  # (root, project id) to record attempts in
 
     def plan_options(self) -> PlanOptions:
         """Read the shim config (errors name the file) and gather the planning options."""
@@ -270,17 +274,19 @@ def dispatch_options(f: Callable[..., None]) -> Callable[..., None]:
 
     @functools.wraps(f)
     def gather(*pos: Any, **kw: Any) -> None:
-        if kw.pop("log_project_id") is not None or kw.pop("log_root_dir") is not None:
-            raise click.UsageError(
-                "--log-project-id/--log-root-dir: ledger integration not available yet; "
-                "dispatch without them (the round's logs/command.json records the attempt)"
-            )
+        project, root = kw.pop("log_project_id"), kw.pop("log_root_dir")
+        if root is not None and project is None:
+            raise click.UsageError("--log-root-dir needs --log-project-id")
+        ledger = None if project is None else (root or DEFAULT_LEDGER_ROOT, project)
         limits = LimitOverrides(**{name: kw.pop(name) for name in LIMIT_NAMES})
         args = DispatchArgs(
             **{
-                name: kw.pop(name) for name in DispatchArgs.__dataclass_fields__ if name != "limits"
+                name: kw.pop(name)
+                for name in DispatchArgs.__dataclass_fields__
+                if name not in ("limits", "ledger")
             },
             limits=limits,
+            ledger=ledger,
         )
         f(*pos, args=args, **kw)
 
@@ -317,19 +323,26 @@ def dispatch_options(f: Callable[..., None]) -> Callable[..., None]:
             show_default=True,
             help="Steps run at once when several packs are given.",
         ),
-        click.option("--log-project-id", help="Record the attempt in this ledger project."),
+        click.option(
+            "--log-project-id",
+            help="Record each attempt in this ledger project (R/S pointer managed: a step is "
+            "R0/S0 or a retry R/S+1, a rework a revision R+1/S0).",
+        ),
         click.option(
             "--log-root-dir",
             type=click.Path(file_okay=False, path_type=Path),
-            help="Root directory of the ledger.",
+            help=f"Root directory of the ledger [default: {DEFAULT_LEDGER_ROOT}].",
         ),
     ]
     wrapped: Callable[..., None] = _with_options(limit_options(gather), options)
     return wrapped
 
 
-def _run_plans(plans: list[DispatchPlan], max_parallel: int) -> int:
-    """Run claimed plans; one JSON line per dispatch; returns the exit code (0, 1, 128+sig)."""
+def _run_plans(
+    plans: list[DispatchPlan], max_parallel: int, ledger: tuple[Path, str] | None = None
+) -> int:
+    """Run claimed plans; one JSON line per dispatch; returns the exit code (0, 1, 128+sig).
+    With `ledger`, each dispatch is recorded as an attempt there."""
     supervisor = Supervisor(max_parallel)
 
     async def work() -> list[Dispatch]:
@@ -346,6 +359,12 @@ def _run_plans(plans: list[DispatchPlan], max_parallel: int) -> int:
     dispatches, stop_signal = anyio.run(with_stop_signals, supervisor, work)
     for dispatch in dispatches:
         click.echo(protocol.encode(dispatch.record()).decode())
+    if ledger is not None and dispatches:
+        root, project = ledger
+        kind = dispatches[0].plan.kind
+        pointers = anyio.run(record_dispatches, root, project, dispatches, kind)
+        for dispatch, pointer in zip(dispatches, pointers, strict=True):
+            click.echo(f"recorded {dispatch.plan.task_id} {pointer} in ledger {project}", err=True)
     if any(d.outcome.reason is EndReason.CANCELLED for d in dispatches):
         cancelled_message(stop_signal, "the agents' process trees were")
         return 128 + (stop_signal or signal.SIGINT)
@@ -360,7 +379,7 @@ def _dispatch(
         for dry in planned:
             click.echo(protocol.encode(dry.log()).decode())
         return
-    ctx.exit(_run_plans(plan(True), args.max_parallel_steps))
+    ctx.exit(_run_plans(plan(True), args.max_parallel_steps, args.ledger))
 
 
 @click.command("dispatch-step")

@@ -237,14 +237,13 @@ def test_invalid_pack_is_exit_2_and_nothing_is_written(
     assert not any(ws.iterdir())
 
 
-def test_ledger_options_fail_clearly_until_the_ledger_lands(tmp_path: Path) -> None:
+def test_ledger_root_without_project_is_a_usage_error(tmp_path: Path) -> None:
     ws, pack_file = files(tmp_path)
-    result = step(
-        ws, pack_file, "--log-project-id", "p", "--log-root-dir", str(tmp_path / "ledger")
-    )
+    result = step(ws, pack_file, "--log-root-dir", str(tmp_path / "ledger"))
     assert result.returncode == 2
-    assert "ledger integration not available yet" in result.stderr
+    assert "--log-root-dir needs --log-project-id" in result.stderr
     assert not any(ws.iterdir())
+    assert not (tmp_path / "ledger").exists()
 
 
 def test_taken_round_is_refused(tmp_path: Path) -> None:
