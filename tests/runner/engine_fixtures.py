@@ -12,6 +12,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,11 +99,14 @@ class Project:
         *,
         use_git: bool = True,
         config: dict[str, Any] | None = None,
+        progress_inside: bool = False,
     ) -> None:
         self.root = root
         self.specs = {s.key: s for s in specs}
         self.workspace = root / "project"
-        self.progress = root / "progress"
+        # The original's layout keeps progress/ inside the project: the runner's own files
+        # must then be neither the agent's changes nor rolled back.
+        self.progress = self.workspace / "progress" if progress_inside else root / "progress"
         self.queue_path = self.progress / "task_queue.json"
         self.shim_path = self.progress / "shim.json"
         self.map_path = self.progress / "step_pack_map.json"
@@ -126,6 +131,12 @@ class Project:
         self.queue_path.write_text(json.dumps({"tasks": [s.task() for s in specs]}, indent=2))
         self.shim_path.write_text(json.dumps(SHIM_CONFIG))
         self.config_path.write_text(json.dumps(FAST_CONFIG if config is None else config))
+
+    def set_scenario(self, key: str, scenario: str) -> None:
+        """Make task `key`'s agent behave differently from now on (its pack is rewritten)."""
+        spec = self.specs[key]
+        spec.scenario = scenario
+        (self.progress / "packs" / f"{key}.json").write_bytes(encode_pretty(spec.pack()))
 
     # -- running ------------------------------------------------------------------------------
 
@@ -154,14 +165,20 @@ class Project:
         assert "Traceback" not in result.stderr, result.stderr
         return result
 
-    def popen(self, *extra: str, command: str = "campaign") -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            self.argv(command, *extra),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=child_env(),
-            start_new_session=True,
-        )
+    def popen(self, *extra: str, command: str = "campaign") -> Started:
+        """Start the runner in the background, its output going to files (read while it runs)."""
+        n = len(list(self.root.glob("run-*.err")))
+        out, err = self.root / f"run-{n}.out", self.root / f"run-{n}.err"
+        with out.open("wb") as fo, err.open("wb") as fe:
+            proc = subprocess.Popen(
+                self.argv(command, *extra),
+                stdout=fo,
+                stderr=fe,
+                stdin=subprocess.DEVNULL,
+                env=child_env(),
+                start_new_session=True,  # a signal for the runner only, as `kill PID` sends it
+            )
+        return Started(proc, out, err)
 
     def verify_ledger(self) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -229,6 +246,36 @@ class Project:
         """Every round directory of `key`'s step under the main workspace's `.artifacts/`."""
         base = self.workspace / ".artifacts" / "agent_runs" / f"{key}_run" / "steps/S1/rounds"
         return sorted(base.glob("R*"), key=lambda p: int(p.name[1:])) if base.is_dir() else []
+
+
+@dataclass
+class Started:
+    """A runner started with `Project.popen`."""
+
+    proc: subprocess.Popen[bytes]
+    stdout: Path
+    stderr: Path
+
+    def events(self) -> list[dict[str, Any]]:
+        return json_events(self.stderr.read_text(errors="replace"))
+
+    def wait_for(self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float) -> None:
+        """Poll the JSON log until `predicate` holds (fails the test after `timeout` s)."""
+        deadline = time.monotonic() + timeout
+        while not predicate(self.events()):
+            if self.proc.poll() is not None:
+                raise AssertionError(f"runner exited {self.proc.returncode}: {self.tail()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting; log tail: {self.tail()}")
+            time.sleep(0.05)
+
+    def finish(self, timeout: float = 60) -> int:
+        code = self.proc.wait(timeout=timeout)
+        assert "Traceback" not in self.stderr.read_text(errors="replace"), self.tail()
+        return code
+
+    def tail(self) -> str:
+        return self.stderr.read_text(errors="replace")[-3000:]
 
 
 def _records(path: Path) -> list[Any]:
