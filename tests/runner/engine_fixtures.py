@@ -8,6 +8,7 @@ conftest, so that the other tests in this directory are not affected).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import psutil
 
 from protocol import QueueTask, TaskQueue, encode_pretty
 from protocol.ledger_events import LEDGER_RECORD, ProjectRecord, TaskRecord
@@ -283,6 +285,23 @@ def _records(path: Path) -> list[Any]:
         return []
     lines = path.read_bytes().splitlines()
     return [msgspec.json.decode(line, type=LEDGER_RECORD) for line in lines if line]
+
+
+def processes_under(root: Path) -> list[psutil.Process]:
+    """Live processes (zombies included) whose working directory is inside `root`: the
+    agents, hooks and commands of a project's tasks."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cwd"]):
+        cwd = proc.info.get("cwd")
+        if cwd and Path(cwd).is_relative_to(root):
+            found.append(proc)
+    return found
+
+
+def kill_processes_under(root: Path) -> None:
+    for proc in processes_under(root):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
 
 
 def child_env() -> dict[str, str]:

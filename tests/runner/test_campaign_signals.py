@@ -8,28 +8,17 @@ import signal
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from protocol.ledger_events import AttemptInterrupted, AttemptStarted
-from tests.runner.engine_fixtures import Project, TaskSpec
-
-
-def processes_under(root: Path) -> list[str]:
-    """Live processes (zombies included) whose working directory is inside `root`."""
-    found = []
-    for proc in psutil.process_iter(["pid", "cwd", "status", "cmdline"]):
-        cwd = proc.info.get("cwd")
-        if cwd and Path(cwd).is_relative_to(root):
-            found.append(f"{proc.info['pid']} {proc.info['status']} {proc.info['cmdline']}")
-    return found
+from tests.runner.engine_fixtures import Project, TaskSpec, processes_under
 
 
 def wait_gone(root: Path, timeout: float = 5.0) -> list[str]:
     deadline = time.monotonic() + timeout
     while (left := processes_under(root)) and time.monotonic() < deadline:
         time.sleep(0.1)
-    return left
+    return [f"{p.pid} {p.info}" for p in left]
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
