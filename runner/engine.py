@@ -74,6 +74,8 @@ class Settings:
     live: bool = True
     lock_timeout: float = 0.0
     only_keys: tuple[str, ...] = ()
+    # Packs given for this run (`run-cycle --step-pack-file`): they win over both maps.
+    step_packs: dict[str, Path] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,7 @@ def load_inputs(settings: Settings) -> Inputs:
     if settings.step_pack_map_path:
         raw = protocol.read(settings.step_pack_map_path, dict[protocol.SafeId, str])
         packs.update(_resolve_map(raw, settings.step_pack_map_path.parent))
+    packs.update(settings.step_packs)
     backends = dict(cfg.worker_backend_map)
     if settings.backend_map_path:
         backends.update(protocol.read(settings.backend_map_path, dict[protocol.SafeId, str]))
