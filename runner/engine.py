@@ -26,7 +26,7 @@ from .campaign import Campaign, CampaignLimits, CampaignReport, record_freeze
 from .cycle import EngineOptions
 from .dispatch import LimitOverrides
 from .health import BackendProblem, check_backends
-from .live import Board, is_terminal, redraw
+from .live import Board, is_terminal, quiet_logs, redraw
 from .progress import Progress, QueueKeeper, load_queue, queue_lock
 from .requirements import check_freeze
 from .shim import ShimConfig, load_config
@@ -218,12 +218,13 @@ async def _run(
         )
         if not live:
             return await campaign.run()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(redraw, board, sys.stderr)
-            try:
-                report = await campaign.run()
-            finally:
-                tg.cancel_scope.cancel()
+        with quiet_logs():
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(redraw, board, sys.stderr)
+                try:
+                    report = await campaign.run()
+                finally:
+                    tg.cancel_scope.cancel()
         return report
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from protocol.ledger_events import Attempt, AttemptStarted
+from protocol.ledger_events import Attempt, AttemptStarted, ReviewRecorded
 from tests.runner.engine_fixtures import (
     FAST_CONFIG,
     RUNNER,
@@ -231,6 +231,33 @@ def test_an_infrastructure_retry_backs_off_while_other_tasks_go_on(tmp_path: Pat
     assert pointers == [(0, 0), (0, 1), (0, 2)]
 
 
+def test_a_retry_starts_when_its_backoff_ends_even_while_another_task_runs(
+    tmp_path: Path,
+) -> None:
+    """A free slot and an expired backoff are enough: the retry does not wait for a long
+    task in another slot to finish."""
+    config = {
+        "limits": {"max_silence_sec": 20},
+        "backoff": {"base_sec": 0.3, "factor": 1.0, "max_sec": 1.0, "jitter": 0.0},
+    }
+    specs = [
+        TaskSpec("long", commands=["sleep 4"]),
+        TaskSpec("crashy", scenario="crash", max_attempts=2),
+    ]
+    p = Project(tmp_path, specs, config=config)
+    result = p.run("--max-parallel-steps", "2")
+    assert result.returncode == 1, result.stderr[-2000:]
+    events = json_events(result.stderr)
+
+    def when(event: str, key: str) -> list[float]:
+        return [at(e) for e in events if e["event"] == event and e["task_id"] == key]
+
+    first_end = when("task.finished", "crashy")[0]
+    retry = when("task.claimed", "crashy")[1]
+    assert retry < when("task.finished", "long")[0]
+    assert 0.25 <= retry - first_end < 2.0
+
+
 # -- hooks ------------------------------------------------------------------------------------
 
 
@@ -335,3 +362,96 @@ def test_run_cycle_without_a_runnable_task_says_so(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert ": 0 cycles" in result.stdout
     assert p.statuses() == {"t1": "pending", "t2": "pending"}
+
+
+# -- options that shape the run ---------------------------------------------------------------
+
+
+def review_codes(p: Project, key: str) -> list[str]:
+    return [str(c) for r in p.task_events(key) if isinstance(r.body, ReviewRecorded)
+            for c in r.body.reason_codes]  # fmt: skip
+
+
+@pytest.mark.parametrize("verify", [False, True])
+def test_verify_commands_catches_a_lie_about_exit_codes(tmp_path: Path, verify: bool) -> None:
+    liar = TaskSpec("liar", scenario="lie", commands=["false"], max_attempts=1)
+    p = Project(tmp_path, [liar])
+    result = p.run("--max-rework-rounds", "0", *(["--verify-commands"] if verify else []))
+    assert result.returncode == 1
+    codes = review_codes(p, "liar")
+    assert "CHANGE_CLAIMED_NOT_MADE" in codes  # seen from git either way
+    assert ("COMMAND_CLAIM_CONTRADICTED" in codes) is verify  # only a re-run shows this
+
+
+def auto_task() -> dict[str, Any]:
+    return {
+        "key": "auto",
+        "title": "planned from its intake",
+        "intake": {
+            "task_title": "auto", "target": "src", "execution_route": ["edit"],
+            "acceptance_criteria": ["AC1: src has the file"], "allowed_paths": ["src/**"],
+            "commands_to_run": ["true"],
+        },
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("auto_plan", [False, True])
+def test_a_task_without_a_pack_is_planned_from_its_intake_only_when_asked(
+    tmp_path: Path, auto_plan: bool
+) -> None:
+    p = Project(tmp_path, [TaskSpec("t1")])
+    queue = json.loads(p.queue_path.read_text())
+    queue["tasks"].append(auto_task())
+    p.queue_path.write_text(json.dumps(queue))
+    result = p.run(*(["--auto-plan-missing"] if auto_plan else []))
+    task = p.queue()["auto"]
+    if auto_plan:
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert str(task.status) == "completed"
+        assert (p.progress / "prepared" / "auto" / "step_pack.json").is_file()
+        assert p.merges_per_task() == {"t1": 1, "auto": 1}
+    else:
+        assert result.returncode == 1
+        assert str(task.status) == "blocked"
+        assert "use --auto-plan-missing" in (task.last_reason or "")
+        assert p.event_types("auto") == []
+
+
+def test_max_cycles_stops_the_campaign(tmp_path: Path) -> None:
+    p = Project(tmp_path, [TaskSpec(f"t{n}") for n in range(4)])
+    result = p.run("--max-cycles", "2")
+    assert result.returncode == 1
+    assert "stopped: max cycles (2)" in result.stdout
+    assert list(p.statuses().values()) == ["completed", "completed", "pending", "pending"]
+
+
+def test_max_stagnant_cycles_stops_after_cycles_without_progress(tmp_path: Path) -> None:
+    specs = [
+        *(TaskSpec(f"bad{n}", scenario="out_of_scope", max_attempts=1) for n in range(3)),
+        TaskSpec("good", priority=5),
+    ]
+    p = Project(tmp_path, specs)
+    result = p.run("--max-stagnant-cycles", "2")
+    assert result.returncode == 1
+    assert "stopped: 2 cycles without progress" in result.stdout
+    assert p.statuses() == {"bad0": "failed", "bad1": "failed", "bad2": "pending",
+                            "good": "pending"}  # fmt: skip
+
+
+def test_backend_choice_the_map_wins_over_the_default(tmp_path: Path) -> None:
+    p = Project(tmp_path, [TaskSpec("t1"), TaskSpec("t2")])
+    config = json.loads(json.dumps(SHIM_CONFIG))
+    config["backends"]["other"] = config["backends"]["mock"]
+    p.shim_path.write_text(json.dumps(config))
+    (p.progress / "backends.json").write_text(json.dumps({"t2": "mock"}))
+    result = p.run(
+        "--worker-backend", "other",
+        "--worker-backend-map-file", str(p.progress / "backends.json"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    used = {
+        key: next(r.body.worker_backend for r in p.task_events(key)
+                  if isinstance(r.body, AttemptStarted))
+        for key in ("t1", "t2")
+    }  # fmt: skip
+    assert used == {"t1": "other", "t2": "mock"}
