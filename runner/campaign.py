@@ -138,8 +138,9 @@ async def reconcile(
                         r=state.pointer.r, s=state.pointer.s, reason="runner killed mid-attempt"
                     ),
                 )
+            restored = await workspaces.recover(key)
             await keeper.apply(functools.partial(_give_back, key=key))
-            log.info("campaign.reconciled", task_id=key, to="pending")
+            log.info("campaign.reconciled", task_id=key, to="pending", rolled_back=restored)
         report.reconciled.append(key)
 
 

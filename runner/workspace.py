@@ -24,7 +24,7 @@ import anyio
 from protocol import ARTIFACTS_ROOT
 
 from . import git
-from .checkpoint import changed_paths, create_checkpoint, rollback
+from .checkpoint import CheckpointStore, changed_paths, create_checkpoint, rollback
 from .log import get_logger
 
 log = get_logger("runner.workspace")
@@ -77,6 +77,7 @@ class Workspaces(Protocol):
     async def release(self, ws: TaskWorkspace) -> None: ...
     async def cleanup_stale(self) -> list[str]: ...
     async def accepted_attempt(self, task_key: str) -> str | None: ...
+    async def recover(self, task_key: str) -> str | None: ...
 
 
 def trailers(task_key: str, label: str) -> str:
@@ -213,6 +214,10 @@ class GitWorktrees:
                 return attempt.strip() or "?"
         return None
 
+    async def recover(self, task_key: str) -> str | None:
+        """Nothing to undo: an abandoned attempt's worktree went with `cleanup_stale`."""
+        return None
+
 
 class InPlace:
     """Tasks run one at a time in the workspace itself, each attempt behind a checkpoint."""
@@ -281,6 +286,22 @@ class InPlace:
 
     async def accepted_attempt(self, task_key: str) -> str | None:
         return None
+
+    async def recover(self, task_key: str) -> str | None:
+        """Undo the edits of `task_key`'s attempt that a killed runner abandoned (with
+        rollback-on-fail): its newest checkpoint is the workspace before that attempt, since
+        tasks run in place one at a time. Returns the checkpoint restored, if any."""
+        if not self.rollback_on_fail:
+            return None
+        store = CheckpointStore(self.store)
+        manifests, _ = await anyio.to_thread.run_sync(store.list)
+        mine = [m for m in manifests if m.task_key == task_key]
+        if not mine or mine[-1] is not manifests[-1]:
+            return None  # another task ran in place since: rolling back would undo its work
+        cid = mine[-1].checkpoint_id
+        await anyio.to_thread.run_sync(lambda: rollback(self.root, cid, store=self.store))
+        log.info("workspace.rolled_back", task_id=task_key, checkpoint_id=cid, reason="abandoned")
+        return cid
 
 
 def copy_evidence(source_workspace: Path, target_workspace: Path) -> None:

@@ -3,11 +3,19 @@ place, each attempt behind a checkpoint that lists its changes and can roll them
 
 from __future__ import annotations
 
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
 from protocol.ledger_events import Attempt, ReviewRecorded
-from tests.runner.engine_fixtures import FAST_CONFIG, Project, TaskSpec, json_events
+from tests.runner.engine_fixtures import (
+    FAST_CONFIG,
+    Project,
+    TaskSpec,
+    json_events,
+    kill_processes_under,
+)
 
 
 def attempts(project: Project, key: str) -> list[Attempt]:
@@ -96,3 +104,36 @@ def test_without_rollback_a_failing_attempt_leaves_its_changes(tmp_path: Path) -
     assert (p.workspace / "src" / "base.txt").read_text() == "damaged\n"
     assert (p.workspace / "src" / "new.txt").exists()
     assert not (p.workspace / "README.md").exists()
+
+
+def test_an_in_place_attempt_killed_with_its_runner_is_rolled_back_on_resume(
+    tmp_path: Path,
+) -> None:
+    """Without git, a runner killed mid-attempt leaves the agent's half-done edits in the
+    workspace itself; with --rollback-on-fail the resumed campaign restores the attempt's
+    checkpoint before the retry, so the retry's review sees only its own changes."""
+    spec = TaskSpec(
+        "t1", files={"src/partial.txt": "half\n", "src/base.txt": "half done\n"},
+        commands=["sleep 30"],
+    )  # fmt: skip
+    config = {"limits": {"max_silence_sec": 60}}
+    p = Project(tmp_path, [spec], use_git=False, config=config, progress_inside=True)
+    started = p.popen("--rollback-on-fail")
+    deadline = time.monotonic() + 20
+    while not (p.workspace / "src" / "partial.txt").exists():
+        assert time.monotonic() < deadline and started.proc.poll() is None, started.tail()
+        time.sleep(0.05)
+    started.proc.send_signal(signal.SIGKILL)
+    started.proc.wait(timeout=10)
+    kill_processes_under(p.root)
+
+    spec.files, spec.commands = {"src/t1.txt": "t1\n"}, []
+    p.set_scenario("t1", "pass")
+    result = p.run("--rollback-on-fail")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not (p.workspace / "src" / "partial.txt").exists()
+    assert (p.workspace / "src" / "base.txt").read_text() == "base\n"
+    assert (p.workspace / "src" / "t1.txt").read_text() == "t1\n"
+    assert attempts(p, "t1")[-1].executed_files == ["src/t1.txt"]
+    assert p.event_types("t1")[:2] == ["attempt_started", "attempt_interrupted"]
+    assert p.verify_ledger().returncode == 0

@@ -221,3 +221,26 @@ async def test_a_merge_a_person_has_in_progress_is_left_alone(repo: Path, tmp_pa
     with pytest.raises(WorkspaceError, match="uncommitted changes"):
         await GitWorktrees.open(repo, tmp_path / "wt")
     assert (repo / ".git" / "MERGE_HEAD").exists()
+
+
+async def test_in_place_recover_undoes_only_the_last_attempt_and_only_when_asked(
+    tmp_path: Path,
+) -> None:
+    ws_dir = tmp_path / "ws"
+    ws_dir.mkdir()
+    (ws_dir / "f.txt").write_text("before\n")
+    store = tmp_path / "checkpoints"
+    keep = InPlace(ws_dir, store, rollback_on_fail=False)
+    await keep.prepare("t1", "R0S0")
+    (ws_dir / "f.txt").write_text("t1 half done\n")
+    assert await keep.recover("t1") is None  # not asked to roll back
+    assert (ws_dir / "f.txt").read_text() == "t1 half done\n"
+
+    spaces = InPlace(ws_dir, store, rollback_on_fail=True)
+    restored = await spaces.recover("t1")
+    assert restored is not None
+    assert (ws_dir / "f.txt").read_text() == "before\n"
+    await spaces.prepare("t2", "R0S0")  # t2 ran after t1's checkpoint ...
+    (ws_dir / "f.txt").write_text("t2's work\n")
+    assert await spaces.recover("t1") is None  # ... so t1's checkpoint would undo t2's work
+    assert (ws_dir / "f.txt").read_text() == "t2's work\n"
