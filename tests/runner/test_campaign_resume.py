@@ -37,7 +37,7 @@ SPECS = [
 ]
 ARGS = ("--max-parallel-steps", "3", "--max-rework-rounds", "1")
 SEEDS = [11, 23, 47]
-MAX_KILLS = 4
+MAX_KILLS = 3
 
 
 def fresh(tmp_path: Path) -> Project:
@@ -62,7 +62,7 @@ def drain(p: Project, rng: random.Random) -> None:
         started = p.popen(*ARGS)
         if kills < MAX_KILLS:
             try:
-                started.proc.wait(timeout=rng.uniform(0.3, 2.5))
+                started.proc.wait(timeout=rng.uniform(0.3, 2.0))
             except subprocess.TimeoutExpired:
                 started.proc.send_signal(signal.SIGKILL)
                 started.proc.wait(timeout=10)

@@ -25,8 +25,10 @@ def wait_gone(root: Path, timeout: float = 5.0) -> list[str]:
 def test_a_signal_kills_running_steps_and_gives_their_attempts_back(
     tmp_path: Path, signum: signal.Signals, code: int
 ) -> None:
+    # The fork tree's escaped child ignores SIGTERM and costs the kill grace: once is enough.
+    tree = "fork_tree" if signum == signal.SIGTERM else "hang"
     specs = [
-        TaskSpec("tree", scenario="fork_tree"),
+        TaskSpec("tree", scenario=tree),
         TaskSpec("hang1", scenario="hang"),
         TaskSpec("hang2", scenario="hang"),
         TaskSpec("later"),  # not started: parallelism 3 is taken
@@ -39,8 +41,9 @@ def test_a_signal_kills_running_steps_and_gives_their_attempts_back(
     )
     pids_file = next(p.progress.glob("worktrees/tree/*/.artifacts/**/mock_pids.txt"), None)
     deadline = time.monotonic() + 10
-    while pids_file is None or len(pids_file.read_text().split()) < 4:
-        assert time.monotonic() < deadline, "fork_tree never started its children"
+    expected = 4 if tree == "fork_tree" else 1
+    while pids_file is None or len(pids_file.read_text().split()) < expected:
+        assert time.monotonic() < deadline, "the agent never started"
         time.sleep(0.05)
         pids_file = next(p.progress.glob("worktrees/tree/*/.artifacts/**/mock_pids.txt"), None)
     assert processes_under(p.root), "the steps should be running"
