@@ -138,8 +138,9 @@ async def reconcile(
                         r=state.pointer.r, s=state.pointer.s, reason="runner killed mid-attempt"
                     ),
                 )
+            restored = await workspaces.recover(key)
             await keeper.apply(functools.partial(_give_back, key=key))
-            log.info("campaign.reconciled", task_id=key, to="pending")
+            log.info("campaign.reconciled", task_id=key, to="pending", rolled_back=restored)
         report.reconciled.append(key)
 
 
@@ -241,12 +242,10 @@ class Campaign:
             if self._stop_reason():
                 break
             started = await self._start_eligible(tg)
-            if self._running or started:
-                await self._wait()
-                continue
             waiting = [t for t in self._not_before.values() if t > time.monotonic()]
-            if waiting:
-                await self._wait(min(waiting) - time.monotonic())
+            if self._running or started or waiting:
+                # Until a cycle ends or a retry's backoff does (a slot may be free for it).
+                await self._wait(min(waiting, default=math.inf) - time.monotonic())
                 continue
             selection = triage.select_next(self._visible(self.keeper.queue))
             report.stop_reason = "queue drained" if selection.state == "done" else (

@@ -137,6 +137,7 @@ class _Attempt:
     open: bool = False
     spend: Spend | None = None
     reworks: int = 0
+    workspace: TaskWorkspace | None = None  # the one in use (a conflict rework moves on)
 
 
 class Cycle:
@@ -174,28 +175,27 @@ class Cycle:
         pointer = await self._next_pointer()
         label = f"R{pointer.r}S{pointer.s}"
         ws = await self.workspaces.prepare(self.key, label)
+        self.attempt.workspace = ws
         try:
             return await self._attempt(pack, pack_file, ws, pointer)
         except BaseException as exc:
             with anyio.CancelScope(shield=True):
                 await self._interrupted(f"runner stopped: {type(exc).__name__}")
-                await self.workspaces.reject(ws)
+                await self.workspaces.reject(self.attempt.workspace or ws)
             raise
         finally:
             with anyio.CancelScope(shield=True):
-                await self._hook("before_remove", ws, pack, required=False)
-                await self.workspaces.release(ws)
+                await self._remove(self.attempt.workspace or ws, pack)
 
     async def _attempt(
         self, pack: StepPack, pack_file: Path, ws: TaskWorkspace, pointer: AttemptPointer
     ) -> CycleEnd:
         view = pack.view
-        for hook in ("after_create", "before_run"):
-            problem = await self._hook(hook, ws, pack, required=True)
-            if problem:
-                await self._start(pointer, pack)
-                await self._record_infra(pointer, "HOOK_FAILED", problem)
-                return self._end(AttemptOutcome.FAILED, problem, "retry")
+        problem = await self._ready(ws, pack)
+        if problem:
+            await self._start(pointer, pack)
+            await self._record_infra(pointer, "HOOK_FAILED", problem)
+            return self._end(AttemptOutcome.FAILED, problem, "retry")
 
         await self._start(pointer, pack)
         dispatch = await self._dispatch_step(pack_file, ws)
@@ -233,9 +233,12 @@ class Cycle:
 
             rework: ReworkPack | None = None
             if qa.verdict is ReviewVerdict.PASS:
-                accepted = await self.workspaces.accept(
-                    ws, f"{self.key}: {view.title or self.task.title}"
-                )
+                # Shielded: a merge cut short by a signal could leave the target branch half
+                # merged, or merged without the cycle knowing (it would run the task again).
+                with anyio.CancelScope(shield=True):
+                    accepted = await self.workspaces.accept(
+                        ws, f"{self.key}: {view.title or self.task.title}"
+                    )
                 if accepted.merged:
                     self.reporter.emit("task.merged", self.key, commit=accepted.commit)
                     return self._end(
@@ -247,7 +250,13 @@ class Cycle:
                     rework = build_conflict_rework(
                         pack, accepted.conflicted_files, rework_round=rework_round + 1
                     )
-                    ws = await self._fresh_workspace(ws, pointer.revise())
+                    ws = await self._fresh_workspace(ws, pointer.revise(), pack)
+                    problem = await self._ready(ws, pack)
+                    if problem:
+                        pointer = pointer.revise()
+                        await self._start(pointer, pack, kind=AttemptKind.REVISION)
+                        await self._record_infra(pointer, "HOOK_FAILED", problem)
+                        return self._end(AttemptOutcome.FAILED, problem, "retry")
                 else:
                     return self._end(AttemptOutcome.FAILED, reason, "revision")
             elif qa.verdict is ReviewVerdict.REWORK and result.thread_id is None:
@@ -460,13 +469,28 @@ class Cycle:
             await self._append(AttemptInterrupted(r=p.r, s=p.s, reason=reason))
             self.attempt.open = False
 
-    async def _fresh_workspace(self, old: TaskWorkspace, pointer: AttemptPointer) -> TaskWorkspace:
+    async def _fresh_workspace(
+        self, old: TaskWorkspace, pointer: AttemptPointer, pack: StepPack
+    ) -> TaskWorkspace:
         """A new workspace at the target's current head for a conflict rework; the earlier
         rounds' evidence comes along (the worker resumes its thread and may look at it)."""
         new = await self.workspaces.prepare(self.key, f"R{pointer.r}S{pointer.s}")
+        self.attempt.workspace = new
         await anyio.to_thread.run_sync(copy_evidence, old.path, new.path)
-        await self.workspaces.release(old)
+        await self._remove(old, pack)
         return new
+
+    async def _ready(self, ws: TaskWorkspace, pack: StepPack) -> str:
+        """Run the hooks that must pass before an agent works in `ws`; why not, or ''."""
+        for hook in ("after_create", "before_run"):
+            problem = await self._hook(hook, ws, pack, required=True)
+            if problem:
+                return problem
+        return ""
+
+    async def _remove(self, ws: TaskWorkspace, pack: StepPack) -> None:
+        await self._hook("before_remove", ws, pack, required=False)
+        await self.workspaces.release(ws)
 
     async def _hook(self, name: str, ws: TaskWorkspace, pack: StepPack, *, required: bool) -> str:
         """Run hook `name` if configured; returns why it failed ('' when it did not)."""

@@ -26,8 +26,7 @@ from .campaign import Campaign, CampaignLimits, CampaignReport, record_freeze
 from .cycle import EngineOptions
 from .dispatch import LimitOverrides
 from .health import BackendProblem, check_backends
-from .live import Board, is_terminal, redraw
-from .log import configure_logging
+from .live import Board, is_terminal, quiet_logs, redraw
 from .progress import Progress, QueueKeeper, load_queue, queue_lock
 from .requirements import check_freeze
 from .shim import ShimConfig, load_config
@@ -75,6 +74,8 @@ class Settings:
     live: bool = True
     lock_timeout: float = 0.0
     only_keys: tuple[str, ...] = ()
+    # Packs given for this run (`run-cycle --step-pack-file`): they win over both maps.
+    step_packs: dict[str, Path] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ def load_inputs(settings: Settings) -> Inputs:
     if settings.step_pack_map_path:
         raw = protocol.read(settings.step_pack_map_path, dict[protocol.SafeId, str])
         packs.update(_resolve_map(raw, settings.step_pack_map_path.parent))
+    packs.update(settings.step_packs)
     backends = dict(cfg.worker_backend_map)
     if settings.backend_map_path:
         backends.update(protocol.read(settings.backend_map_path, dict[protocol.SafeId, str]))
@@ -189,9 +191,6 @@ async def _run(
 ) -> CampaignReport:
     live = settings.live and is_terminal()
     board = Board(quiet_log=live)
-    if live:
-        # Info lines would tear the live board apart; warnings still show (--no-live: all).
-        configure_logging("warning", "console")
     if on_ready:
         on_ready(board)
     async with open_ledger(
@@ -219,12 +218,13 @@ async def _run(
         )
         if not live:
             return await campaign.run()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(redraw, board, sys.stderr)
-            try:
-                report = await campaign.run()
-            finally:
-                tg.cancel_scope.cancel()
+        with quiet_logs():
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(redraw, board, sys.stderr)
+                try:
+                    report = await campaign.run()
+                finally:
+                    tg.cancel_scope.cancel()
         return report
 
 

@@ -9,14 +9,18 @@ step's elapsed time and the last line of its output, and a summary table at the 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
 import anyio
+import structlog
 
 from .log import get_logger
 
@@ -123,6 +127,21 @@ async def redraw(board: Board, stream: TextIO, *, interval: float = 0.5) -> None
         if drawn:
             stream.write("\x1b[F\x1b[2K" * drawn)
             stream.flush()
+
+
+@contextlib.contextmanager
+def quiet_logs() -> Iterator[None]:
+    """Only warnings and errors are logged while the board is drawn: the board redraws by
+    moving the cursor up over the lines it drew, so info lines printed in between would be
+    erased in its place and the board left in pieces (``--no-live`` gives the log lines)."""
+    wrapper = structlog.get_config()["wrapper_class"]
+    level: int = structlog.get_logger().get_effective_level()
+    if level < logging.WARNING:
+        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    try:
+        yield
+    finally:
+        structlog.configure(wrapper_class=wrapper)
 
 
 def _width(stream: TextIO) -> int:

@@ -421,7 +421,9 @@ class _Step:
         ]
 
     def _left(self) -> bool:
-        if self.process.returncode is not None:
+        # poll(), not returncode: when the step is cancelled, the task that waits for the
+        # root is gone, and an unreaped root would count as a survivor until give-up.
+        if self.process.poll() is not None:
             self.tree.root_reaped = True
         self.tree.refresh()
         left = self.tree.settle()

@@ -24,7 +24,7 @@ import anyio
 from protocol import ARTIFACTS_ROOT
 
 from . import git
-from .checkpoint import changed_paths, create_checkpoint, rollback
+from .checkpoint import CheckpointStore, changed_paths, create_checkpoint, rollback
 from .log import get_logger
 
 log = get_logger("runner.workspace")
@@ -77,6 +77,7 @@ class Workspaces(Protocol):
     async def release(self, ws: TaskWorkspace) -> None: ...
     async def cleanup_stale(self) -> list[str]: ...
     async def accepted_attempt(self, task_key: str) -> str | None: ...
+    async def recover(self, task_key: str) -> str | None: ...
 
 
 def trailers(task_key: str, label: str) -> str:
@@ -91,7 +92,10 @@ class GitWorktrees:
     def __init__(self, repo: Path, worktree_dir: Path) -> None:
         self.root = repo
         self.worktree_dir = worktree_dir
-        self._merge_lock = anyio.Lock()
+        # One git operation on the main repository's worktrees and branch at a time: `git
+        # worktree prune` run while another task's `git worktree add` is half done deletes
+        # the new worktree's admin directory, and a merge must not move the base under an add.
+        self._git_lock = anyio.Lock()
 
     @classmethod
     async def open(cls, repo: Path, worktree_dir: Path) -> GitWorktrees:
@@ -108,6 +112,8 @@ class GitWorktrees:
             await git.head(repo)
         except git.GitError:
             raise WorkspaceError(repo, "the repository has no commit yet") from None
+        if await _abort_own_merge(repo):
+            log.warning("workspace.merge_aborted", path=str(repo), reason="left by a killed runner")
         dirty = await git.git(repo, "status", "--porcelain", "--untracked-files=no")
         if dirty.strip():
             files = ", ".join(line[3:] for line in dirty.splitlines()[:5])
@@ -121,7 +127,7 @@ class GitWorktrees:
         path = self.worktree_dir / task_key / label
         branch = f"{BRANCH_PREFIX}{task_key}/{label}"
         await self._remove(path, branch)
-        async with self._merge_lock:  # the base must not move while the worktree is created
+        async with self._git_lock:  # the base must not move while the worktree is created
             base = await git.head(self.root)
             await git.add_worktree(self.root, path, branch, base)
         log.info("workspace.created", task_id=task_key, path=str(path), branch=branch, base=base)
@@ -137,7 +143,7 @@ class GitWorktrees:
         if committed is None:
             return Accepted(merged=True, detail="no change to merge")
         merge_message = f"Merge {ws.branch}: {message}\n\n{trailers(ws.task_key, ws.label)}"
-        async with self._merge_lock:
+        async with self._git_lock:
             result = await git.merge(self.root, ws.branch, merge_message)
         if result.merged:
             log.info("workspace.merged", task_id=ws.task_key, commit=result.commit)
@@ -160,17 +166,20 @@ class GitWorktrees:
         log.info("workspace.removed", task_id=ws.task_key, path=str(ws.path))
 
     async def _remove(self, path: Path, branch: str | None) -> None:
-        if path.exists() or path.is_symlink():
-            await git.remove_worktree(self.root, path)
-            if path.exists():
-                await anyio.to_thread.run_sync(shutil.rmtree, path)
-        await git.git(self.root, "worktree", "prune")
-        if branch is not None:
-            await git.delete_branch(self.root, branch)
+        async with self._git_lock:
+            if path.exists() or path.is_symlink():
+                await git.remove_worktree(self.root, path)
+                if path.exists():
+                    await anyio.to_thread.run_sync(shutil.rmtree, path)
+                await git.git(self.root, "worktree", "prune")
+            if branch is not None:
+                await git.delete_branch(self.root, branch)
 
     async def cleanup_stale(self) -> list[str]:
         """Remove worktrees and branches a killed runner left behind; returns what went."""
         removed: list[str] = []
+        async with self._git_lock:  # worktrees whose directory is gone: forget them
+            await git.git(self.root, "worktree", "prune")
         for path in await git.list_worktrees(self.root):
             if path.resolve().is_relative_to(self.worktree_dir):
                 await anyio.to_thread.run_sync(copy_evidence, path, self.root)
@@ -203,6 +212,10 @@ class GitWorktrees:
         for task, attempt in zip(fields[0::2], fields[1::2], strict=False):
             if task.strip() == task_key:
                 return attempt.strip() or "?"
+        return None
+
+    async def recover(self, task_key: str) -> str | None:
+        """Nothing to undo: an abandoned attempt's worktree went with `cleanup_stale`."""
         return None
 
 
@@ -274,6 +287,22 @@ class InPlace:
     async def accepted_attempt(self, task_key: str) -> str | None:
         return None
 
+    async def recover(self, task_key: str) -> str | None:
+        """Undo the edits of `task_key`'s attempt that a killed runner abandoned (with
+        rollback-on-fail): its newest checkpoint is the workspace before that attempt, since
+        tasks run in place one at a time. Returns the checkpoint restored, if any."""
+        if not self.rollback_on_fail:
+            return None
+        store = CheckpointStore(self.store)
+        manifests, _ = await anyio.to_thread.run_sync(store.list)
+        mine = [m for m in manifests if m.task_key == task_key]
+        if not mine or mine[-1] is not manifests[-1]:
+            return None  # another task ran in place since: rolling back would undo its work
+        cid = mine[-1].checkpoint_id
+        await anyio.to_thread.run_sync(lambda: rollback(self.root, cid, store=self.store))
+        log.info("workspace.rolled_back", task_id=task_key, checkpoint_id=cid, reason="abandoned")
+        return cid
+
 
 def copy_evidence(source_workspace: Path, target_workspace: Path) -> None:
     """Merge ``source/.artifacts`` into ``target/.artifacts`` (files only, links skipped)."""
@@ -287,6 +316,19 @@ def copy_evidence(source_workspace: Path, target_workspace: Path) -> None:
         target = dst / path.relative_to(src)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, target)
+
+
+async def _abort_own_merge(repo: Path) -> bool:
+    """Abort a conflicted merge that a runner started and was killed before aborting (its
+    message carries our trailer); a merge a person has in progress is left alone."""
+    paths = await git.git(repo, "rev-parse", "--git-path", "MERGE_HEAD", "--git-path", "MERGE_MSG")
+    merge_head, merge_msg = (repo / p for p in paths.splitlines())
+    if not merge_head.exists() or not merge_msg.exists():
+        return False
+    if f"\n{TASK_TRAILER}: " not in merge_msg.read_text(encoding="utf-8", errors="replace"):
+        return False
+    await git.git(repo, "merge", "--abort")
+    return True
 
 
 async def _exclude_artifacts(repo: Path) -> None:

@@ -18,6 +18,7 @@ from runner.progress import ProgressError, QueueLocked, SnapshotFrozen
 from runner.requirements import RequirementsError
 from runner.shim import ShimError
 from runner.supervisor import SupervisorError
+from runner.workspace import WorkspaceError
 
 # Exit codes: 0 success; 1 a check ran and failed; 2 bad input or usage (as click uses 2);
 # 3 busy (another process holds the lock).
@@ -44,6 +45,7 @@ ERROR_EXIT_CODES: list[tuple[type[BaseException], int]] = [
     (RequirementsError, EXIT_INPUT),
     (ShimError, EXIT_INPUT),
     (SupervisorError, EXIT_CHECK),
+    (WorkspaceError, EXIT_INPUT),
 ]
 
 

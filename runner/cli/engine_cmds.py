@@ -201,8 +201,5 @@ def run_cycle(
             raise EngineError(f"{step_pack_file}: the pack is for task {pack.task_id!r}")
     settings = _settings(kw, {"max_parallel_steps": 1, "max_cycles": 1}, only)
     if step_pack_file is not None:
-        packs = dict(settings.config.step_pack_map)
-        packs[only[0]] = str(step_pack_file.resolve())
-        config = msgspec.structs.replace(settings.config, step_pack_map=packs)
-        settings = dataclasses.replace(settings, config=config)
+        settings = dataclasses.replace(settings, step_packs={only[0]: step_pack_file.resolve()})
     _run(settings)
