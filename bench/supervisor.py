@@ -100,7 +100,7 @@ async def throughput(n: int, rounds: int, evidence_root: Path) -> None:
     print(f"\n## Throughput: {n} trivial steps (`true`), best of {rounds} alternating rounds\n")
     evidence_root.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="bench-sup-", dir=evidence_root))
-    print(f"Evidence files under {root}.\n")
+    before = _create_cost(root / "probe-before")
     print("| parallel | bare run_process | bare + files | supervisor, discarded | ratio "
           "| supervisor, evidence files | ratio to bare | ratio to bare + files |")  # fmt: skip
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -125,8 +125,27 @@ async def throughput(n: int, rounds: int, evidence_root: Path) -> None:
                 f"| {rate['files']:.0f}/s | {rate['files'] / rate['bare']:.2f} "
                 f"| {rate['files'] / rate['bare+files']:.2f} |"
             )
+        after = _create_cost(root / "probe-after")
+        print(
+            f"\nEvidence files under {root}; creating an empty file there cost "
+            f"{before:.0f} µs before the runs and {after:.0f} µs after."
+        )
     finally:
         shutil.rmtree(root)
+
+
+def _create_cost(where: Path, files: int = 200) -> float:
+    """Microseconds to create (and close) one empty file in a fresh directory at `where`.
+
+    On a journal-less ext4 (this project's VM) the cost grows with the inodes deleted in the
+    last 30 s around there, by this machine's other users too: printed so that every result
+    says what the filesystem charged while it was measured.
+    """
+    where.mkdir()
+    t0 = time.perf_counter()
+    for i in range(files):
+        _write(where / str(i), b"")
+    return (time.perf_counter() - t0) / files * 1e6
 
 
 TREE = """

@@ -75,9 +75,14 @@ class OutputCapture:
                 self._fd = os.open(self._sink, _FILE_FLAGS, 0o644)
             self._owned = True
             st = os.fstat(self._fd)
-            self._seen = (st.st_size, st.st_mtime_ns)  # creating it is not output
-            return self._fd
-        if isinstance(self._sink, int):
+            if stat.S_ISREG(st.st_mode):
+                self._seen = (st.st_size, st.st_mtime_ns)  # creating it is not output
+                return self._fd
+            # A path naming a device or a FIFO: its size and time say nothing, so it is fed
+            # through a pipe like any other sink.
+            self.direct = False
+            self._blocking_sink = True
+        elif isinstance(self._sink, int):
             self._fd = self._sink
             self._blocking_sink = not stat.S_ISREG(os.fstat(self._fd).st_mode)
         self._read_fd, self._write_fd = os.pipe2(os.O_CLOEXEC)
@@ -163,9 +168,9 @@ class OutputCapture:
                     else:
                         _write_all(self._fd, chunk)
                 except BrokenPipeError:
-                    # Pass-through to a reader that went away (``runner exec ... | head``):
-                    # pass the broken pipe on, as a shell pipeline would.
-                    self.error = "the reader of the pass-through output went away"
+                    # A reader that went away (``runner exec ... | head``): pass the broken
+                    # pipe on, as a shell pipeline would.
+                    self.error = "the reader of the output went away"
                     self._close_read()
                     return
                 except OSError as exc:

@@ -147,6 +147,12 @@ async def test_evidence_file_is_the_childs_own_output(tmp_path: Path) -> None:
     assert (run.stdout_tail, run.stdout_last_byte) == (b"", ord("\n"))
 
 
+async def test_a_path_that_is_no_regular_file_is_fed_through_a_pipe() -> None:
+    """A device's size and time say nothing about the child's output: the runner reads it."""
+    run = await run_step(StepSpec(argv=["echo", "hi"], stdout=Path(os.devnull), limits=FAST))
+    assert (run.stdout_tail, run.outcome.stdout_bytes) == (b"hi\n", 3)
+
+
 async def test_evidence_file_replaces_an_older_one(tmp_path: Path) -> None:
     out = tmp_path / "out.txt"
     out.write_bytes(b"stale output of an earlier run\n" * 100)
