@@ -1,8 +1,8 @@
 """The supervisor: run step subprocesses under runtime, silence and memory limits.
 
-Every step runs in its own session (``start_new_session``) with its output streamed to evidence
-files (`runner._stream`), and a monitor that wakes at the poll interval (default 0.25 s) and at
-the exact runtime and silence deadlines. When the step's first process exits, a limit is
+Every step runs in its own session (``start_new_session``) with its output written straight
+into its evidence files or read from pipes (`runner._stream`), and a monitor that wakes at the
+poll interval (default 0.25 s) and at the exact runtime and silence deadlines. When the step's first process exits, a limit is
 breached or the step is cancelled, every process of its tree (`runner._proctree`: group
 members, descendants, and grandchildren that escaped with ``setsid``) gets SIGTERM (and SIGCONT,
 so a stopped process can act on it), then after the kill grace period SIGKILL; the step ends
@@ -107,8 +107,9 @@ class StepSpec:
 
     `argv` is never a shell string. `env` replaces the inherited environment when given. The
     child gets `stdin` bytes on a pipe (then end of file), or ``/dev/null`` when None. `stdout`
-    and `stderr` are evidence files (created with their parents), an fd to pass output through
-    to, or None to discard; either way the last `tail_bytes` are kept in memory for parsing.
+    and `stderr` are evidence files (created with their parents, replaced if they exist, and
+    given to the child to write into), an fd to pass output through to, or None to discard;
+    either way the last `tail_bytes` are returned for parsing.
     """
 
     argv: Sequence[str]
