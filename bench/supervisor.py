@@ -1,18 +1,22 @@
 """Supervisor benchmarks, each with its baseline or target measured in the same run.
 
 1. Throughput: 300 trivial steps (``true``) at parallelism 1, 4 and 16 through the supervisor
-   (output discarded, and output to evidence files), against the same spawns with bare
-   ``anyio.run_process``. The variants alternate over several rounds and the best round of
-   each counts, so a noisy neighbour on the machine hurts all of them alike.
+   (output discarded, and output to two evidence files per step), against the same spawns with
+   bare ``anyio.run_process`` (output captured in memory), and with bare ``run_process``
+   followed by plain Python writing the same two files. The variants alternate over several
+   rounds and the best round of each counts, so a noisy neighbour on the machine hurts all of
+   them alike; the runner's CPU time per step and what creating a file costs in the evidence
+   directory are printed with them.
 2. Limit latency: time from a silence or memory breach to the whole tree being gone (the
    supervisor returns only then; psutil confirms), for a tree that obeys SIGTERM and for one
    with a grandchild that ignores it. Target: under poll interval + kill grace + 100 ms.
 3. Flood: the runner's own peak RSS (``ru_maxrss`` of a fresh process) while 32 steps each
-   print 100 MB to evidence files. Target: under 150 MB.
-4. Monitor CPU: the runner's CPU time while 16 idle steps run for 30 s at the default poll
-   interval. Target: under 5% of one core.
+   print 100 MB, to evidence files and through the runner's pipes. Target: under 150 MB.
+4. Monitor CPU: the runner's CPU time while 16 idle steps (with evidence files) run for 30 s
+   at the default poll interval. Target: under 5% of one core.
 
     .venv/bin/python bench/supervisor.py [--only throughput,latency,flood,idle] [--quick]
+        [--rounds N] [--evidence-dir DIR]
 """
 
 from __future__ import annotations
@@ -104,9 +108,11 @@ async def throughput(n: int, rounds: int, evidence_root: Path) -> None:
     print("| parallel | bare run_process | bare + files | supervisor, discarded | ratio "
           "| supervisor, evidence files | ratio to bare | ratio to bare + files |")  # fmt: skip
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    cpu_rows = []
     try:
         for parallel in (1, 4, 16):
             best = {name: float("inf") for name, _, _ in VARIANTS}
+            cpu: dict[str, list[float]] = {name: [] for name, _, _ in VARIANTS}
             for r in range(rounds):
                 order = VARIANTS[r % len(VARIANTS) :] + VARIANTS[: r % len(VARIANTS)]
                 for name, fn, files in order:
@@ -115,9 +121,10 @@ async def throughput(n: int, rounds: int, evidence_root: Path) -> None:
                     where = root / f"{name}-{parallel}-{r}" if files else None
                     if where is not None:
                         where.mkdir()
-                    t0 = time.perf_counter()
+                    c0, t0 = _cpu(), time.perf_counter()
                     await fn(n, parallel, where)
                     best[name] = min(best[name], time.perf_counter() - t0)
+                    cpu[name].append((_cpu() - c0) / n * 1000)
             rate = {name: n / t for name, t in best.items()}
             print(
                 f"| {parallel} | {rate['bare']:.0f}/s | {rate['bare+files']:.0f}/s "
@@ -125,13 +132,25 @@ async def throughput(n: int, rounds: int, evidence_root: Path) -> None:
                 f"| {rate['files']:.0f}/s | {rate['files'] / rate['bare']:.2f} "
                 f"| {rate['files'] / rate['bare+files']:.2f} |"
             )
+            cells = " | ".join(f"{statistics.median(cpu[name]):.2f} ms" for name, _, _ in VARIANTS)
+            cpu_rows.append(f"| {parallel} | {cells} |")
         after = _create_cost(root / "probe-after")
+        print("\nThe runner's own CPU time (user + system, all its threads) per step, median:\n")
+        print("| parallel | bare run_process | bare + files | supervisor, discarded "
+              "| supervisor, evidence files |")  # fmt: skip
+        print("| --- | --- | --- | --- | --- |")
+        print("\n".join(cpu_rows))
         print(
             f"\nEvidence files under {root}; creating an empty file there cost "
             f"{before:.0f} µs before the runs and {after:.0f} µs after."
         )
     finally:
         shutil.rmtree(root)
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _create_cost(where: Path, files: int = 200) -> float:
@@ -299,7 +318,7 @@ async def main(args: argparse.Namespace) -> None:
     print(f"# Supervisor benchmarks ({psutil.cpu_count()} cores, Python {sys.version.split()[0]})")
     where = args.evidence_dir
     if "throughput" in only:
-        await throughput(100 if args.quick else 300, 3 if args.quick else 5, where)
+        await throughput(100 if args.quick else 300, args.rounds or (3 if args.quick else 5), where)
     if "latency" in only:
         await latency(2 if args.quick else 5, where)
     if "flood" in only:
@@ -320,6 +339,7 @@ if __name__ == "__main__":
         help="where the evidence files go (default: the project's .artifacts/bench, next to "
         "where the runner keeps real evidence)",
     )
+    parser.add_argument("--rounds", type=int, help="throughput rounds (default 5, --quick 3)")
     parser.add_argument("--flood-child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--flood-sink", default="files", help=argparse.SUPPRESS)
     ns = parser.parse_args()

@@ -2,11 +2,12 @@
 
 Every step runs in its own session (``start_new_session``) with its output written straight
 into its evidence files or read from pipes (`runner._stream`), and a monitor that wakes at the
-poll interval (default 0.25 s) and at the exact runtime and silence deadlines. When the step's first process exits, a limit is
-breached or the step is cancelled, every process of its tree (`runner._proctree`: group
-members, descendants, and grandchildren that escaped with ``setsid``) gets SIGTERM (and SIGCONT,
-so a stopped process can act on it), then after the kill grace period SIGKILL; the step ends
-only when none of them exists any more and every zombie has been reaped.
+poll interval (default 0.25 s) and at the exact runtime and silence deadlines. When the step's
+first process exits, a limit is breached or the step is cancelled, every process of its tree
+(`runner._proctree`: group members, descendants, and grandchildren that escaped with
+``setsid``) gets SIGTERM (and SIGCONT, so a stopped process can act on it), then after the kill
+grace period SIGKILL; the step ends only when none of them exists any more and every zombie has
+been reaped.
 
 Memory is the sum of RSS over the tree's running processes, read at each poll (one small read
 per process). RSS counts a page shared by several processes once per process, so the sum is an
