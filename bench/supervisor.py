@@ -157,8 +157,8 @@ def _create_cost(where: Path, files: int = 200) -> float:
     """Microseconds to create (and close) one empty file in a fresh directory at `where`.
 
     On a journal-less ext4 (this project's VM) the cost grows with the inodes deleted in the
-    last 30 s around there, by this machine's other users too: printed so that every result
-    says what the filesystem charged while it was measured.
+    same block group in the last minutes, by this machine's other users or by an earlier run of
+    this bench: printed so that every result says what the filesystem charged while measured.
     """
     where.mkdir()
     t0 = time.perf_counter()
