@@ -201,6 +201,10 @@ async def run_step(spec: StepSpec, *, stop: StopRequest | None = None) -> StepRu
             t0,
             f"cannot open output{where}: {exc.strerror or exc}",
         )
+    except BaseException:  # interrupted while the files were being created
+        out.close()
+        err.close()
+        raise
 
     _proctree.become_subreaper()
     token = secrets.token_hex(8)
@@ -381,7 +385,7 @@ class _Step:
                 log.warning("step.output_held_open", step=self.label, pid=self.process.pid)
             if not (self.exited and self.pumps_done.is_set() and self.fed):
                 # Only when a task is left: anyio formats the current task's repr on cancel,
-                # which cost a tenth of a trivial step.
+                # a few percent of a trivial step's cost (py-spy).
                 tg.cancel_scope.cancel()
 
     async def _feed(self, fd: int, data: bytes) -> None:

@@ -115,6 +115,20 @@ async def test_silence_limit_counts_from_the_last_byte(tmp_path: Path, sink: str
         assert out.read_bytes() == run.stdout_tail
 
 
+async def test_silence_on_an_evidence_file_counts_from_the_write_not_the_look(
+    tmp_path: Path,
+) -> None:
+    """The write is seen at a look (here the first deadline, long before any poll), but its
+    time comes from the file: silence is declared one limit after the write, not after the
+    look, and never before."""
+    code = "import time; print(time.time(), flush=True); time.sleep(30)"
+    lim = Limits(max_silence_sec=1.0, poll_interval_sec=5.0, kill_grace_sec=0.3)
+    run = await run_step(StepSpec(argv=[PY, "-c", code], stdout=tmp_path / "o", limits=lim))
+    after_write = time.time() - float(run.stdout_tail)
+    assert run.outcome.reason is EndReason.SILENCE_LIMIT
+    assert 1.0 <= after_write < 1.5
+
+
 async def test_output_on_stderr_alone_is_not_silence(tmp_path: Path) -> None:
     """With evidence files the runner sees output as file changes between polls: a step that
     writes only to stderr, more often than the silence limit, is never silent."""
