@@ -1,12 +1,13 @@
 """The supervisor: run step subprocesses under runtime, silence and memory limits.
 
-Every step runs in its own session (``start_new_session``) with its output streamed to evidence
-files (`runner._stream`), and a monitor that wakes at the poll interval (default 0.25 s) and at
-the exact runtime and silence deadlines. When the step's first process exits, a limit is
-breached or the step is cancelled, every process of its tree (`runner._proctree`: group
-members, descendants, and grandchildren that escaped with ``setsid``) gets SIGTERM (and SIGCONT,
-so a stopped process can act on it), then after the kill grace period SIGKILL; the step ends
-only when none of them exists any more and every zombie has been reaped.
+Every step runs in its own session (``start_new_session``) with its output written straight
+into its evidence files or read from pipes (`runner._stream`), and a monitor that wakes at the
+poll interval (default 0.25 s) and at the exact runtime and silence deadlines. When the step's
+first process exits, a limit is breached or the step is cancelled, every process of its tree
+(`runner._proctree`: group members, descendants, and grandchildren that escaped with
+``setsid``) gets SIGTERM (and SIGCONT, so a stopped process can act on it), then after the kill
+grace period SIGKILL; the step ends only when none of them exists any more and every zombie has
+been reaped.
 
 Memory is the sum of RSS over the tree's running processes, read at each poll (one small read
 per process). RSS counts a page shared by several processes once per process, so the sum is an
@@ -53,6 +54,9 @@ DEFAULT_TAIL_BYTES = 64 * 1024
 # Kill bookkeeping: how often to look again while waiting for a signalled tree to go.
 _TERM_POLL_SEC = 0.02
 _KILL_POLL_SEC = 0.01
+# How far a file's modification time may lag the wall clock (the kernel stamps it from a
+# clock that advances once per tick: 4 ms at 250 Hz, 10 ms at 100 Hz).
+_MTIME_TICK_SEC = 0.01
 # After SIGKILL a process can only linger in uninterruptible sleep; give up after this long.
 _KILL_GIVE_UP_SEC = 5.0
 
@@ -104,8 +108,9 @@ class StepSpec:
 
     `argv` is never a shell string. `env` replaces the inherited environment when given. The
     child gets `stdin` bytes on a pipe (then end of file), or ``/dev/null`` when None. `stdout`
-    and `stderr` are evidence files (created with their parents), an fd to pass output through
-    to, or None to discard; either way the last `tail_bytes` are kept in memory for parsing.
+    and `stderr` are evidence files (created with their parents, replaced if they exist, and
+    given to the child to write into), an fd to pass output through to, or None to discard;
+    either way the last `tail_bytes` are returned for parsing.
     """
 
     argv: Sequence[str]
@@ -182,17 +187,11 @@ async def run_step(spec: StepSpec, *, stop: StopRequest | None = None) -> StepRu
         return _not_started(EndReason.SPAWN_FAILED, started_at, t0, "empty argv")
     out = OutputCapture(spec.stdout, spec.tail_bytes)
     err = OutputCapture(spec.stderr, spec.tail_bytes)
-    write_ends: list[int] = []
     try:
-        if isinstance(spec.stdout, Path) or isinstance(spec.stderr, Path):
-            # Creating files blocks on the filesystem (0.4 ms each on a loaded disk): off the
-            # event loop, so parallel steps create theirs concurrently.
-            await anyio.to_thread.run_sync(_open_sinks, out, err)
-        else:
-            _open_sinks(out, err)
-        write_ends = [out.pipe(), err.pipe()]
+        # Opened on the event loop: a create costs tens of microseconds, less than a hop to a
+        # worker thread (see docs/performance.md).
+        child_out, child_err = out.open(), err.open()
     except OSError as exc:
-        _close_all(write_ends)
         out.close()
         err.close()
         where = f" {exc.filename}" if exc.filename else ""
@@ -202,8 +201,7 @@ async def run_step(spec: StepSpec, *, stop: StopRequest | None = None) -> StepRu
             t0,
             f"cannot open output{where}: {exc.strerror or exc}",
         )
-    except BaseException:  # cancelled while the files were being created
-        _close_all(write_ends)
+    except BaseException:  # interrupted while the files were being created
         out.close()
         err.close()
         raise
@@ -228,8 +226,8 @@ async def run_step(spec: StepSpec, *, stop: StopRequest | None = None) -> StepRu
             cwd=spec.cwd,
             env=env,
             stdin=stdin_read if spec.stdin is not None else subprocess.DEVNULL,
-            stdout=write_ends[0],
-            stderr=write_ends[1],
+            stdout=child_out,
+            stderr=child_err,
         )
     except (OSError, ValueError) as exc:  # ValueError: a NUL byte in argv or env
         out.close()
@@ -243,7 +241,9 @@ async def run_step(spec: StepSpec, *, stop: StopRequest | None = None) -> StepRu
             errno=getattr(exc, "errno", None),
         )
     finally:
-        _close_all([*write_ends, stdin_read])
+        out.child_started()
+        err.child_started()
+        _close_all([stdin_read])
 
     tree = _proctree.ProcessTree(process.pid, token=token, since_pid=since)
     step = _Step(spec, process, tree, out=out, err=err, stop=stop, label=label, t0=t0)
@@ -333,23 +333,48 @@ class _Step:
         self.t_end = 0.0
         self.finished = False
         self.terminated = False
-        self.pumps_left = 2
+        self.piped = [c for c in (out, err) if not c.direct]
+        self.files = [c for c in (out, err) if c.direct]
+        self.looked = t0
+        self.pumps_left = len(self.piped)
         self.pumps_done = anyio.Event()
+        if not self.piped:
+            self.pumps_done.set()
         self.stdin_fd = -1
+        self.fed = True
 
     def _on_data(self, now: float) -> None:
         self.last_output = now
+
+    def _look(self, now: float) -> None:
+        """See whether the child wrote to its evidence files since the previous look.
+
+        A file that changed was written between the previous look and now; its modification
+        time says when, on the wall clock, to the filesystem's timestamp granularity (a clock
+        tick on ext4, xfs, btrfs and tmpfs). That time, made a little later by the coarse
+        clock's tick and kept within (previous look, now], counts as the last output: silence
+        is never found early, and late by at most one poll interval on a filesystem with
+        coarse timestamps or after a step of the wall clock.
+        """
+        wall = time.time()
+        for capture in self.files:
+            mtime_ns = capture.look()
+            if mtime_ns is not None:
+                ago = wall - mtime_ns / 1e9 - _MTIME_TICK_SEC
+                self.last_output = max(self.last_output, min(now, max(self.looked, now - ago)))
+        self.looked = now
 
     async def run(self) -> None:
         if self.stop is not None:
             self.stop.watch(self.wake)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._wait_exit)
-            tg.start_soon(self._pump, self.out)
-            tg.start_soon(self._pump, self.err)
+            for capture in self.piped:
+                tg.start_soon(self._pump, capture)
             if self.spec.stdin is not None and self.stdin_fd >= 0:
                 fd, self.stdin_fd = self.stdin_fd, -1
-                tg.start_soon(feed, fd, self.spec.stdin)
+                self.fed = False
+                tg.start_soon(self._feed, fd, self.spec.stdin)
             self.reason = await self._monitor()
             await self._terminate()
             if not self.pumps_done.is_set():
@@ -358,7 +383,14 @@ class _Step:
             if not self.pumps_done.is_set():
                 self.notes.append("output pipe held open by a process outside the tree")
                 log.warning("step.output_held_open", step=self.label, pid=self.process.pid)
-            tg.cancel_scope.cancel()
+            if not (self.exited and self.pumps_done.is_set() and self.fed):
+                # Only when a task is left: anyio formats the current task's repr on cancel,
+                # a few percent of a trivial step's cost (py-spy).
+                tg.cancel_scope.cancel()
+
+    async def _feed(self, fd: int, data: bytes) -> None:
+        await feed(fd, data)
+        self.fed = True
 
     async def _wait_exit(self) -> None:
         await self.process.wait()
@@ -388,6 +420,8 @@ class _Step:
             now = time.monotonic()
             if now >= next_poll:
                 next_poll = now + lim.poll_interval_sec
+                if self.files:
+                    self._look(now)
                 self.tree.refresh()
                 rss = self.tree.rss_bytes()
                 self.peak_rss = max(self.peak_rss, rss)
@@ -400,6 +434,9 @@ class _Step:
                         )
                         return EndReason.MEMORY_LIMIT
             deadlines = self._deadlines()
+            if self.files and self.looked < now and any(at <= now for at, _, _ in deadlines):
+                self._look(now)  # silence is due only if the files did not change either
+                deadlines = self._deadlines()
             for at, reason, note in deadlines:
                 if at <= now:
                     self.notes.append(note)
@@ -536,11 +573,6 @@ class _Step:
 def _send(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, sig)
-
-
-def _open_sinks(out: OutputCapture, err: OutputCapture) -> None:
-    out.open()
-    err.open()
 
 
 def _close_all(fds: Iterable[int]) -> None:

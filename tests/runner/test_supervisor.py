@@ -37,13 +37,19 @@ def limits(**kw: float) -> Limits:
 
 
 async def run_hostile(
-    tmp_path: Path, name: str, body: str, *args: str, expect: int = 1, **lim: float
+    tmp_path: Path,
+    name: str,
+    body: str,
+    *args: str,
+    expect: int = 1,
+    stdout: Path | None = None,
+    **lim: float,
 ) -> tuple[StepRun, list[str]]:
     """Run a hostile script under `lim`; returns the run and whatever of its tree survived."""
     pids_file = tmp_path / f"{name}.pids"
     script = write_script(tmp_path, name, body)
     run = await run_step(
-        StepSpec(argv=[PY, str(script), str(pids_file), *args], limits=limits(**lim))
+        StepSpec(argv=[PY, str(script), str(pids_file), *args], stdout=stdout, limits=limits(**lim))
     )
     ended = time.time()
     return run, survivors(recorded_pids(pids_file, expect=expect), ended)
@@ -90,16 +96,82 @@ async def test_runtime_limit_kills_and_reports(tmp_path: Path) -> None:
     assert "0.5 s" in run.outcome.detail
 
 
-async def test_silence_limit_counts_from_the_last_byte() -> None:
+@pytest.mark.parametrize("sink", ["pipe", "evidence file"])
+async def test_silence_limit_counts_from_the_last_byte(tmp_path: Path, sink: str) -> None:
     code = (
         "import time\nfor i in range(6):\n    print(i, flush=True); time.sleep(0.1)\ntime.sleep(30)"
     )
+    out = tmp_path / "out.txt" if sink == "evidence file" else None
     t0 = time.monotonic()
-    run = await run_step(StepSpec(argv=[PY, "-c", code], limits=limits(max_silence_sec=0.4)))
+    run = await run_step(
+        StepSpec(argv=[PY, "-c", code], stdout=out, limits=limits(max_silence_sec=0.4))
+    )
     elapsed = time.monotonic() - t0
     assert run.outcome.reason is EndReason.SILENCE_LIMIT
     assert elapsed >= 0.9, "the chatty first 0.6 s must not count as silence"
+    assert elapsed < 1.9, "the last byte, not the start or a poll, starts the silence"
     assert run.stdout_tail == b"0\n1\n2\n3\n4\n5\n"
+    if out is not None:
+        assert out.read_bytes() == run.stdout_tail
+
+
+async def test_silence_on_an_evidence_file_counts_from_the_write_not_the_look(
+    tmp_path: Path,
+) -> None:
+    """The write is seen at a look (here the first deadline, long before any poll), but its
+    time comes from the file: silence is declared one limit after the write, not after the
+    look, and never before."""
+    code = "import time; print(time.time(), flush=True); time.sleep(30)"
+    lim = Limits(max_silence_sec=1.0, poll_interval_sec=5.0, kill_grace_sec=0.3)
+    run = await run_step(StepSpec(argv=[PY, "-c", code], stdout=tmp_path / "o", limits=lim))
+    after_write = time.time() - float(run.stdout_tail)
+    assert run.outcome.reason is EndReason.SILENCE_LIMIT
+    assert 1.0 <= after_write < 1.5
+
+
+async def test_output_on_stderr_alone_is_not_silence(tmp_path: Path) -> None:
+    """With evidence files the runner sees output as file changes between polls: a step that
+    writes only to stderr, more often than the silence limit, is never silent."""
+    code = "import sys, time\nfor i in range(8):\n    sys.stderr.write('.'); time.sleep(0.15)"
+    run = await run_step(
+        StepSpec(
+            argv=[PY, "-c", code],
+            stdout=tmp_path / "o",
+            stderr=tmp_path / "e",
+            limits=Limits(max_silence_sec=0.4, poll_interval_sec=0.25, kill_grace_sec=0.3),
+        )
+    )
+    assert (run.outcome.reason, run.outcome.exit_code) == (EndReason.COMPLETED, 0)
+    assert (run.outcome.stdout_bytes, run.outcome.stderr_bytes) == (0, 8)
+    assert run.stderr_tail == b"." * 8
+
+
+async def test_evidence_file_is_the_childs_own_output(tmp_path: Path) -> None:
+    """The child writes straight into its evidence file (opened for appending): a process
+    that seeks its stdout still cannot overwrite what the tree wrote before."""
+    code = (
+        "import os, stat, sys\n"
+        "print(stat.S_ISREG(os.fstat(1).st_mode), flush=True)\n"
+        "os.lseek(1, 0, os.SEEK_SET); os.write(1, b'after seek\\n')\n"
+    )
+    out = tmp_path / "deep" / "er" / "out.txt"
+    run = await run_step(StepSpec(argv=[PY, "-c", code], stdout=out, limits=FAST, tail_bytes=0))
+    assert out.read_bytes() == b"True\nafter seek\n"
+    assert run.outcome.stdout_bytes == len(b"True\nafter seek\n")
+    assert (run.stdout_tail, run.stdout_last_byte) == (b"", ord("\n"))
+
+
+async def test_a_path_that_is_no_regular_file_is_fed_through_a_pipe() -> None:
+    """A device's size and time say nothing about the child's output: the runner reads it."""
+    run = await run_step(StepSpec(argv=["echo", "hi"], stdout=Path(os.devnull), limits=FAST))
+    assert (run.stdout_tail, run.outcome.stdout_bytes) == (b"hi\n", 3)
+
+
+async def test_evidence_file_replaces_an_older_one(tmp_path: Path) -> None:
+    out = tmp_path / "out.txt"
+    out.write_bytes(b"stale output of an earlier run\n" * 100)
+    run = await run_step(StepSpec(argv=["echo", "fresh"], stdout=out, limits=FAST))
+    assert out.read_bytes() == b"fresh\n" == run.stdout_tail
 
 
 async def test_memory_limit_is_decided_on_the_tree(tmp_path: Path) -> None:
@@ -160,8 +232,12 @@ async def test_sigterm_ignored_means_sigkill_after_grace(tmp_path: Path) -> None
     assert left == []
 
 
-async def test_closed_stdout_still_bounded_by_silence(tmp_path: Path) -> None:
-    run, left = await run_hostile(tmp_path, "closer", CLOSE_STDOUT_AND_STAY, max_silence_sec=0.5)
+@pytest.mark.parametrize("sink", ["pipe", "evidence file"])
+async def test_closed_stdout_still_bounded_by_silence(tmp_path: Path, sink: str) -> None:
+    out = tmp_path / "out.txt" if sink == "evidence file" else None
+    run, left = await run_hostile(
+        tmp_path, "closer", CLOSE_STDOUT_AND_STAY, stdout=out, max_silence_sec=0.5
+    )
     assert run.outcome.reason is EndReason.SILENCE_LIMIT
     assert run.stdout_tail == b"bye\n"
     assert left == []
@@ -197,7 +273,10 @@ async def test_child_that_never_reads_its_stdin_is_still_bounded() -> None:
     assert run.outcome.reason is EndReason.RUNTIME_LIMIT
 
 
-async def test_long_line_without_newline_keeps_runner_memory_flat(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sink", ["pipe", "evidence file"])
+async def test_long_line_without_newline_keeps_runner_memory_flat(
+    tmp_path: Path, sink: str
+) -> None:
     size = 96 * 1024 * 1024
     code = (
         "import sys\n"
@@ -207,12 +286,13 @@ async def test_long_line_without_newline_keeps_runner_memory_flat(tmp_path: Path
     )
     me = psutil.Process()
     before = me.memory_info().rss
-    run = await run_step(
-        StepSpec(argv=[PY, "-c", code], stdout=tmp_path / "out.txt", limits=FAST, tail_bytes=4096)
-    )
+    out = tmp_path / "out.txt" if sink == "evidence file" else None
+    run = await run_step(StepSpec(argv=[PY, "-c", code], stdout=out, limits=FAST, tail_bytes=4096))
     grown = me.memory_info().rss - before
     assert run.outcome.reason is EndReason.COMPLETED
-    assert run.outcome.stdout_bytes == size == (tmp_path / "out.txt").stat().st_size
+    assert run.outcome.stdout_bytes == size
+    if out is not None:
+        assert out.stat().st_size == size
     assert run.stdout_tail == b"x" * 4096
     assert grown < 32 * 1024 * 1024, f"runner grew by {grown} bytes"
 
