@@ -18,14 +18,21 @@ import msgspec
 from protocol.ledger_events import GENESIS_HASH, TIMESTAMP_PATTERN, ProjectRecord, TaskRecord
 
 from .canonical import canonical, sha256_hex
+from .envelopes import ProjectEnvelope, TaskEnvelope
 from .errors import ChainBroken, InvalidEvent
 
 R = TypeVar("R", ProjectRecord, TaskRecord)
 
-_HASH_MEMBER = b',"event_hash":"'
+HASH_MEMBER = b',"event_hash":"'
 # `,"event_hash":"` + 64 hex digits + closing quote.
-_HASH_MEMBER_LEN = len(_HASH_MEMBER) + 64 + 1
-_TS = re.compile(TIMESTAMP_PATTERN)
+_HASH_MEMBER_LEN = len(HASH_MEMBER) + 64 + 1
+# ASCII digits only: `\d` alone would also take other scripts' digits.
+_TS = re.compile(TIMESTAMP_PATTERN, re.ASCII)
+# Any number of timestamps back to back: one match checks a block's worth (each is exactly 27
+# characters long, which the decoder enforces).
+TIMESTAMP_RUN = re.compile(f"(?:{TIMESTAMP_PATTERN[1:-1]})*", re.ASCII)  # without ^ and $
+# The member that follows `event_hash` in each record's canonical form.
+_POINTER_MEMBER = b',"pointer":'
 _PREV_MEMBER = b',"prev_event_hash":"'
 _encode = msgspec.json.Encoder(order="sorted").encode  # canonical(), without its wrapper
 
@@ -46,25 +53,28 @@ def seal(record: R, decoder: msgspec.json.Decoder[R] | None) -> tuple[R, bytes]:
             decoder.decode(unsealed)
         except msgspec.DecodeError as exc:
             raise InvalidEvent(f"invalid event: {exc}") from None
-    digest = sha256_hex(unsealed)
-    # `event_hash` sorts just before `pointer` (task records) or `prev_event_hash` (project
-    # records); the last occurrence of that member is the top-level one (see `line_hash`).
-    at = unsealed.rfind(b',"pointer":' if isinstance(record, TaskRecord) else _PREV_MEMBER)
-    line = b"".join((unsealed[:at], _HASH_MEMBER, digest.encode(), b'"', unsealed[at:], b"\n"))
+    digest, line = _insert_hash(unsealed, isinstance(record, TaskRecord))
     return msgspec.structs.replace(record, event_hash=digest), line
 
 
-def line_hash(line: bytes) -> str:
-    """SHA-256 of a canonical line with its `event_hash` member removed.
+def seal_envelope(envelope: TaskEnvelope | ProjectEnvelope) -> tuple[str, bytes]:
+    """The `event_hash` and the line of the record `envelope` stands for.
 
-    Only valid for a line already known to be canonical: then every top-level member after
-    `event_hash` (hashes, ids, integers, the pointer, the timestamp) is from a character set
-    that cannot spell ``,"event_hash":"``, so the last occurrence is the top-level member.
+    The writer's fast path: the body inside is the canonical bytes of a body already checked
+    (ledger/writer.py), and the rest comes from values the writer checked or made itself.
     """
-    at = line.rfind(_HASH_MEMBER)
-    h = hashlib.sha256(line[:at])
-    h.update(line[at + _HASH_MEMBER_LEN :])
-    return h.hexdigest()
+    return _insert_hash(_encode(envelope), type(envelope) is TaskEnvelope)
+
+
+def _insert_hash(unsealed: bytes, task: bool) -> tuple[str, bytes]:
+    digest = sha256_hex(unsealed)
+    # `event_hash` sorts just before `pointer` (task records) or `prev_event_hash` (project
+    # records). The last occurrence of that member is the top-level one: every top-level member
+    # after it (hashes, ids, integers, the pointer, the timestamp) is from a character set that
+    # cannot spell it, and inside the body a string escapes its quotes.
+    at = unsealed.rfind(_POINTER_MEMBER if task else _PREV_MEMBER)
+    line = b"".join((unsealed[:at], HASH_MEMBER, digest.encode(), b'"', unsealed[at:], b"\n"))
+    return digest, line
 
 
 class ChainReader(Generic[R]):
@@ -119,7 +129,7 @@ class ChainReader(Generic[R]):
                 self.path, lineno, "prev_event_hash does not match the previous event",
                 self.head, record.prev_event_hash,
             )  # fmt: skip
-        at = body.rfind(_HASH_MEMBER)
+        at = body.rfind(HASH_MEMBER)
         h = hashlib.sha256(body[:at])
         h.update(body[at + _HASH_MEMBER_LEN :])
         digest = h.hexdigest()

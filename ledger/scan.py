@@ -1,0 +1,180 @@
+"""Checking a chain file in blocks of lines, without Python work per line.
+
+`ChainReader.check` (ledger/chain.py) checks one line at a time and says exactly what is wrong;
+verify would spend most of its time in the Python between msgspec's and hashlib's C calls.
+`ChainScanner` checks a block of lines (about 1 MiB) at once with the same rules, as whole-list
+operations that loop in C (`map`, list comparison, one regex over all timestamps):
+
+1. every line decodes strictly (`TaskLine` / `ProjectLine`: the protocol's body types);
+2. every line equals the canonical encoding of what it decoded to: RFC 8785 form, checked
+   exactly (members sorted, no duplicates, no whitespace, JCS string escapes and integers);
+3. so every line holds exactly one ``,"event_hash":"`` (the top-level member: strings escape
+   their quotes, and no other member has that name), and splitting the block there gives each
+   line's canonical form without `event_hash`, in two pieces, hashed without copying the block
+   per line; each hash must equal the line's `event_hash`;
+4. `seq` counts on, each `prev_event_hash` is the hash before it, every `ts` has the fixed
+   format, every id is the chain's own.
+
+Any failure sends the block to `ChainReader.check`, line by line, for the file, line and reason;
+the lines before the bad one are returned as checked, so callers see them first exactly as they
+would line by line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from itertools import repeat
+from operator import add, attrgetter, getitem, methodcaller, ne
+from pathlib import Path
+from typing import Any, Generic, TypeVar, cast
+
+import msgspec
+
+from protocol import is_safe_id
+from protocol.ledger_events import ProjectRecord, TaskRecord
+
+from .chain import HASH_MEMBER, TIMESTAMP_RUN, ChainReader
+from .envelopes import ProjectLine, TaskLine
+from .errors import ChainBroken
+
+L = TypeVar("L", ProjectLine, TaskLine)
+
+# Small enough that a block, its records and their encodings stay in the CPU's caches.
+BLOCK_BYTES = 128 * 1024
+_encode = msgspec.json.Encoder(order="sorted").encode
+_sha256: Callable[[bytes], Any] = hashlib.sha256
+_update: Callable[[Any, bytes], None] = type(hashlib.sha256()).update
+_slice = cast("Callable[[bytes, slice], bytes]", getitem)
+_hexdigest = methodcaller("hexdigest")
+_find_hash = methodcaller("rfind", HASH_MEMBER)
+_HASH_MEMBER_LEN = len(HASH_MEMBER) + 64 + 1  # the member, its 64 hex digits, the quote
+_seq = attrgetter("seq")
+_prev = attrgetter("prev_event_hash")
+_event_hash = attrgetter("event_hash")
+_ts = attrgetter("ts")
+
+
+@dataclass
+class Checked(Generic[L]):
+    """The outcome of one block: its checked records and their hashes, in order, and the
+    problem that stopped the check (the records are those before it), if any."""
+
+    records: list[L]
+    hashes: list[str]
+    error: ChainBroken | None = None
+
+
+class ChainScanner(Generic[L]):
+    """Checks one chain file's lines in order, a block at a time, in constant memory."""
+
+    def __init__(
+        self,
+        path: Path,
+        record_type: type[ProjectRecord] | type[TaskRecord],
+        line_type: type[L],
+        identity: dict[str, str],
+    ) -> None:
+        self.path = path
+        self.reader: ChainReader[Any] = ChainReader(path, record_type, identity)
+        self._decode_lines: Callable[[bytes], list[L]] = msgspec.json.Decoder(
+            line_type
+        ).decode_lines
+        # The plain-string ids of `TaskLine`/`ProjectLine` are only as safe as the chain's.
+        self._fast = all(map(is_safe_id, identity.values()))
+        self._identity = [(attrgetter(name), want) for name, want in identity.items()]
+
+    @property
+    def seq(self) -> int:
+        return self.reader.seq
+
+    @property
+    def head(self) -> str:
+        return self.reader.head
+
+    def check(self, block: bytes) -> Checked[L]:
+        """Check `block`: complete lines joined by ``\\n``, without the last one's newline."""
+        checked = self._check_fast(block) if self._fast else None
+        if checked is not None:
+            self.reader.seq += len(checked.records)
+            self.reader.head = checked.hashes[-1]
+            return checked
+        # Something is wrong (or the chain's ids need the strict types): find it line by line.
+        seq, head = self.reader.seq, self.reader.head
+        lines = block.split(b"\n")
+        for index, line in enumerate(lines):
+            try:
+                self.reader.check(line)
+            except ChainBroken as exc:
+                self.reader.seq, self.reader.head = seq, head
+                good = Checked[L]([], [])
+                if index and self._fast:
+                    good = self._check_fast(b"\n".join(lines[:index])) or good
+                self.reader.seq += len(good.records)
+                if good.records:
+                    self.reader.head = good.hashes[-1]
+                good.error = exc
+                return good
+        raise ChainBroken(
+            self.path, seq + 2, "the block check and the line check disagree (a bug; please "
+            "report it): this block was not verified",
+        )  # fmt: skip
+
+    def _check_fast(self, block: bytes) -> Checked[L] | None:
+        """The block's records and hashes if every check passes, else None."""
+        try:
+            records = self._decode_lines(block)
+            lines = list(map(_encode, records))
+        except (msgspec.DecodeError, UnicodeEncodeError):
+            return None
+        if b"\n".join(lines) != block:  # not canonical, or not one record per line
+            return None
+        # Each line is canonical, so its one `,"event_hash":"` is the top-level member.
+        at = list(map(_find_hash, lines))
+        hashes = list(map(_sha256, map(_slice, lines, map(slice, at))))
+        after = map(slice, map(add, at, repeat(_HASH_MEMBER_LEN)), repeat(None))
+        for _ in map(_update, hashes, map(_slice, lines, after)):
+            pass
+        digests: list[str] = list(map(_hexdigest, hashes))
+        if list(map(_event_hash, records)) != digests:
+            return None
+        first = self.reader.seq + 1
+        if list(map(_seq, records)) != list(range(first, first + len(records))):
+            return None
+        prevs = list(map(_prev, records))
+        if prevs[0] != self.reader.head or prevs[1:] != digests[:-1]:
+            return None
+        if not TIMESTAMP_RUN.fullmatch("".join(map(_ts, records))):
+            return None
+        for get, want in self._identity:
+            if any(map(ne, map(get, records), repeat(want))):
+                return None
+        return Checked(records, digests)
+
+
+def blocks(path: Path, size: int = BLOCK_BYTES) -> Iterator[tuple[bytes, bool]]:
+    """`path` in blocks of whole lines (`(block, True)`: lines joined by ``\\n``, the last
+    newline left off), then `(rest, False)` if the file ends in a piece without a newline.
+    A missing file has no blocks."""
+    try:
+        f = path.open("rb", buffering=0)
+    except FileNotFoundError:
+        return
+    with f:
+        carry = b""
+        while True:
+            data = f.read(size)
+            if not data:
+                break
+            if carry:
+                data, carry = carry + data, b""
+            end = data.rfind(b"\n")
+            if end < 0:
+                carry = data  # one line longer than a block: read on
+                continue
+            if end + 1 < len(data):
+                f.seek(end + 1 - len(data), 1)  # read the piece again with the next block
+            yield data[:end], True
+        if carry:
+            yield carry, False
