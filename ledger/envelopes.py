@@ -1,19 +1,17 @@
-"""Record envelopes shaped for speed: as the writer seals them and as verify reads them.
+"""Records as verify decodes them in bulk: same members, same bytes, cheaper to decode.
 
-`protocol.ledger_events.TaskRecord` and `ProjectRecord` define a line. The Structs here have
-exactly the same members and encode to exactly the same bytes (tests/ledger/test_envelopes.py
-checks both), but each is cut for one hot loop:
+`protocol.ledger_events.TaskRecord` and `ProjectRecord` define a line. `TaskLine` and
+`ProjectLine` have exactly the same members and encode to exactly the same bytes
+(tests/ledger/test_lines.py checks both), but:
 
-- `TaskEnvelope` / `ProjectEnvelope` are what the writer encodes: the record without
-  `event_hash`, its body as `msgspec.Raw`. The writer validates a body once, from the canonical
-  bytes it encoded, and then places those same bytes in the envelope: no second encode of the
-  body, no decode of the whole record.
-- `TaskLine` / `ProjectLine` are what verify decodes in bulk. `chain` is a plain member, not a
-  union tag (a tag that sorts after `body` would make msgspec scan the body twice), and the
-  ids carry no pattern: verify compares every line's ids with its chain's own, which it has
-  checked once. Bodies keep their full protocol types, so every event's shape is still checked.
-  A `task_event` link's `task_id` is the one exception ( `Link`): verify checks it once per task
-  it names.
+- `chain` is a plain member, not a union tag (a tag that sorts after `body` would make msgspec
+  scan the body twice to find it);
+- the ids carry no pattern: verify compares every line's ids with its chain's own, which it
+  checks once (ledger/scan.py); a `task_event` link's `task_id` (`Link`) is checked once per
+  task it names (ledger/verify.py);
+- `event_hash` is required (the protocol types default it to empty for sealing).
+
+Bodies keep their full protocol types, so every event's shape is still checked strictly.
 """
 
 from __future__ import annotations
@@ -35,33 +33,6 @@ from protocol.ledger_events import (
     TaskEvent,
     Timestamp,
 )
-
-
-class TaskEnvelope(msgspec.Struct, frozen=True, gc=False):
-    """A task record without `event_hash`, around a body's canonical bytes."""
-
-    attempt_open: bool
-    body: msgspec.Raw
-    chain: Literal["task"]
-    closed: bool
-    pointer: AttemptPointer | None
-    prev_event_hash: str
-    project_id: str
-    project_seq: int
-    seq: int
-    task_id: str
-    ts: str
-
-
-class ProjectEnvelope(msgspec.Struct, frozen=True, gc=False):
-    """A project record without `event_hash`, around a body's canonical bytes."""
-
-    body: msgspec.Raw
-    chain: Literal["project"]
-    prev_event_hash: str
-    project_id: str
-    seq: int
-    ts: str
 
 
 class Link(
@@ -87,7 +58,7 @@ ProjectBody = (
 )
 
 
-class TaskLine(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class TaskLine(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
     attempt_open: bool
     body: TaskEvent
     chain: Literal["task"]
@@ -102,7 +73,7 @@ class TaskLine(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ts: Timestamp
 
 
-class ProjectLine(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class ProjectLine(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
     body: ProjectBody
     chain: Literal["project"]
     event_hash: str

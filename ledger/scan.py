@@ -126,7 +126,7 @@ class ChainScanner(Generic[L]):
         try:
             records = self._decode_lines(block)
             lines = list(map(_encode, records))
-        except (msgspec.DecodeError, UnicodeEncodeError):
+        except (msgspec.DecodeError, UnicodeError):
             return None
         if b"\n".join(lines) != block:  # not canonical, or not one record per line
             return None
