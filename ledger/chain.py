@@ -28,9 +28,6 @@ HASH_MEMBER = b',"event_hash":"'
 _HASH_MEMBER_LEN = len(HASH_MEMBER) + 64 + 1
 # ASCII digits only: `\d` alone would also take other scripts' digits.
 _TS = re.compile(TIMESTAMP_PATTERN, re.ASCII)
-# Any number of timestamps back to back: one match checks a block's worth (each is exactly 27
-# characters long, which the decoder enforces).
-TIMESTAMP_RUN = re.compile(f"(?:{TIMESTAMP_PATTERN[1:-1]})*", re.ASCII)  # without ^ and $
 # The member that follows `event_hash` in each record's canonical form.
 _POINTER_MEMBER = b',"pointer":'
 _PREV_MEMBER = b',"prev_event_hash":"'

@@ -8,6 +8,7 @@ attempt is open (started, not yet recorded or interrupted) and whether the task 
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import msgspec
@@ -46,6 +47,12 @@ class TaskState(msgspec.Struct, frozen=True):
         )
 
 
+# The R/S rules stay in `protocol.classify`; this remembers its answers for the pointer pairs
+# seen lately (legal ones only: a refusal raises, and is not remembered), because verify and
+# the writer ask about the same few pairs for every task.
+_classify = functools.lru_cache(maxsize=4096)(classify)
+
+
 def event_type(body: Any) -> str:
     tag: str = type(body).__struct_config__.tag
     return tag
@@ -72,7 +79,7 @@ def advance(state: TaskState, task_id: str, body: Any) -> TaskState:
             assert pointer is not None
             raise AttemptStillOpen(task_id, pointer, given)
         try:
-            kind_given = classify(pointer, given)
+            kind_given = _classify(pointer, given)
         except AttemptOrderError as exc:
             raise AttemptOrderRejected(task_id, exc) from None
         if kind is AttemptStarted and body.kind != kind_given:

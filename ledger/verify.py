@@ -93,6 +93,7 @@ class _Links:
     first_line: int
     count: int = 0
     digest: hashlib._Hash = field(default_factory=hashlib.sha256)
+    keys: list[str] = field(default_factory=list)  # this block's, not yet in `digest`
 
 
 def _link_key(task_hash: str, project_seq: int) -> str:
@@ -209,24 +210,35 @@ def _note_project_events(
         if want != head:
             raise ChainBroken(paths.events, seq + 1, "event differs from the expected head: "
                               "the chain was rewritten", want, head)  # fmt: skip
-    keys: dict[str, list[str]] = {}
+    touched: list[_Links] = []
     for record in records:
         body = record.body
         if type(body) is not Link:
             continue
-        task_id, seq = body.task_id, record.seq
-        link = links.get(task_id)
-        if link is None:
-            if not is_safe_id(task_id):
-                raise ChainBroken(paths.events, seq + 1, f"links to an invalid task id {task_id!r}")
-            link = links[task_id] = _Links(first_line=seq + 1)
-        if body.task_seq != link.count:
-            raise ChainBroken(paths.events, seq + 1, f"link to task {task_id!r} out of "
-                              "order", str(link.count), str(body.task_seq))  # fmt: skip
+        link = links.get(body.task_id)
+        if link is None or body.task_seq != link.count:
+            link = _check_link(links, body, record.seq, paths)
+        if not link.keys:
+            touched.append(link)
         link.count += 1
-        keys.setdefault(task_id, []).append(_link_key(body.task_event_hash, seq))
-    for task_id, task_keys in keys.items():
-        links[task_id].digest.update("".join(task_keys).encode())
+        link.keys.append(f"{body.task_event_hash}{record.seq}\n")  # `_link_key`
+    for link in touched:
+        link.digest.update("".join(link.keys).encode())
+        link.keys.clear()
+
+
+def _check_link(links: dict[str, _Links], body: Link, seq: int, paths: ProjectPaths) -> _Links:
+    """The links of a task seen for the first time, or the problem with this link."""
+    task_id = body.task_id
+    link = links.get(task_id)
+    if link is None:
+        if not is_safe_id(task_id):
+            raise ChainBroken(paths.events, seq + 1, f"links to an invalid task id {task_id!r}")
+        link = links[task_id] = _Links(first_line=seq + 1)
+    if body.task_seq != link.count:
+        raise ChainBroken(paths.events, seq + 1, f"link to task {task_id!r} out of "
+                          "order", str(link.count), str(body.task_seq))  # fmt: skip
+    return link
 
 
 def _verify_task(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from datetime import datetime
 from pathlib import Path
@@ -285,3 +286,14 @@ def test_a_line_longer_than_a_block_is_read_whole(tmp_path: Path) -> None:
     assert got[-1] == (b"c" * 5, False)
     shutil.rmtree(tmp_path)
     assert list(blocks(path, 64)) == []
+
+
+@given(st.text(st.sampled_from("0123456789-T:.Z \u0663x"), min_size=27, max_size=27))
+def test_block_timestamp_check_is_the_timestamp_pattern(ts: str) -> None:
+    from ledger.scan import _DIGITS_TO_ZERO, _TS_SHAPE
+    from protocol.ledger_events import TIMESTAMP_PATTERN
+
+    pattern = re.compile(TIMESTAMP_PATTERN, re.ASCII)
+    assert (ts.translate(_DIGITS_TO_ZERO) == _TS_SHAPE) == bool(pattern.match(ts))
+    real = "2026-11-25T06:35:19.123456Z"
+    assert real.translate(_DIGITS_TO_ZERO) == _TS_SHAPE and pattern.match(real)
