@@ -36,7 +36,6 @@ from typing import Any, Literal
 import anyio
 import msgspec
 import structlog
-from anyio.abc import TaskGroup
 
 from protocol import is_safe_id
 from protocol.ledger_events import (
@@ -191,15 +190,19 @@ class Ledger:
         self._queued: deque[_Batch] = deque()  # the last one takes requests until it is full
         self._wake_writer = anyio.Event()
         self._writer_waits = False
-        self._queue_taken = anyio.Event()
+        # Events are made only when someone is about to wait on them (each costs microseconds,
+        # and most batches have no one waiting on these three).
+        self._queue_taken: anyio.Event | None = None
         self._closed = True  # until the writer runs
         # Durable mode: batches journaled and waiting for an fsync to cover them, in order.
-        self._syncs: TaskGroup | None = None
+        self._wake_syncers: anyio.Event | None = None
+        self._idle_syncers = 0
+        self._syncers_stop = False
         self._waiting: deque[_Batch] = deque()
         self._written = 0  # batches journaled so far (a batch's number is its place)
         self._covered = 0  # batches written before the latest fsync started
         self._syncs_running = 0
-        self._synced = anyio.Event()
+        self._synced: anyio.Event | None = None
 
     # --- producers ---------------------------------------------------------------------------
 
@@ -215,6 +218,8 @@ class Ledger:
     async def _submit(self, request: _Request) -> Appended:
         queued = self._queued
         while len(queued) >= QUEUE_SIZE // MAX_BATCH and not self._closed:
+            if self._queue_taken is None:
+                self._queue_taken = anyio.Event()
             await self._queue_taken.wait()
         if self._closed:
             raise LedgerError("ledger is closed")
@@ -259,7 +264,10 @@ class Ledger:
 
     async def _run(self) -> None:
         """The writer task: takes batches, seals them, writes them to the journal."""
-        async with anyio.create_task_group() as self._syncs:
+        async with anyio.create_task_group() as syncers:
+            if self.mode == "durable":
+                for _ in range(MAX_SYNCS):
+                    syncers.start_soon(self._syncer)
             try:
                 while True:
                     if not self._queued:
@@ -277,8 +285,8 @@ class Ledger:
                             await self._wake_writer.wait()
                         continue
                     batch = self._queued.popleft()
-                    self._queue_taken.set()
-                    self._queue_taken = anyio.Event()
+                    _set(self._queue_taken)
+                    self._queue_taken = None
                     self._seal(batch)
                     # A batch is written whole or not started: cancelling the writer
                     # mid-batch would leave what a crash leaves.
@@ -293,6 +301,8 @@ class Ledger:
             finally:
                 with anyio.CancelScope(shield=True):
                     await self._drain()
+                self._syncers_stop = True
+                _set(self._wake_syncers)
 
     def _seal(self, batch: _Batch) -> None:
         """Check each request against its task's state and seal it into lines."""
@@ -372,36 +382,55 @@ class Ledger:
         self._written += 1
         batch.number = self._written
         self._waiting.append(batch)
-        if self._syncs_running < MAX_SYNCS and self._syncs is not None:
-            self._syncs.start_soon(self._sync)
+        if self._idle_syncers:
+            _set(self._wake_syncers)
+            self._wake_syncers = None
+
+    async def _syncer(self) -> None:
+        """One of `MAX_SYNCS` tasks (durable mode) that fsync the journal for the batches
+        written while the writer goes on: several, so that a batch waits for one fsync, not for
+        the one before it as well."""
+        while True:
+            if self._covered < self._written:
+                await self._sync()
+            elif self._syncers_stop:
+                return
+            else:
+                self._idle_syncers += 1
+                if self._wake_syncers is None:
+                    self._wake_syncers = anyio.Event()
+                try:
+                    await self._wake_syncers.wait()
+                finally:
+                    self._idle_syncers -= 1
 
     async def _sync(self) -> None:
-        """fsync the journal, then complete every batch written before the fsync started; again
-        while batches wait that no fsync covers. Several run at once (`MAX_SYNCS`), so a batch
-        waits for one fsync, not for the one before it as well. Shielded whole: a batch is
-        either complete or still waiting, never half done."""
+        """fsync the journal, then complete every batch written before the fsync started.
+        Shielded whole: a batch is either complete or still waiting, never half done."""
         self._syncs_running += 1
         try:
             with anyio.CancelScope(shield=True):
-                while self._covered < self._written:
-                    upto = self._covered = self._written
-                    if self._failed is None:
-                        assert self._journal is not None
-                        try:
-                            await anyio.to_thread.run_sync(self._journal.sync)
-                        except OSError as exc:
-                            self._fail(exc)
-                    while self._waiting and self._waiting[0].number <= upto:
-                        self._complete(self._waiting.popleft())
+                upto = self._covered = self._written
+                if self._failed is None:
+                    assert self._journal is not None
+                    try:
+                        await anyio.to_thread.run_sync(self._journal.sync)
+                    except OSError as exc:
+                        self._fail(exc)
+                while self._waiting and self._waiting[0].number <= upto:
+                    self._complete(self._waiting.popleft())
         finally:
             self._syncs_running -= 1
-            self._synced.set()
-            self._synced = anyio.Event()
+            _set(self._synced)
+            self._synced = None
 
     async def _drain(self) -> None:
-        """Return once every batch written so far is complete."""
+        """Return once every batch written so far is complete (syncing here if no syncer is
+        at it, as when the syncers were cancelled)."""
         while self._waiting:
             if self._syncs_running:
+                if self._synced is None:
+                    self._synced = anyio.Event()
                 await self._synced.wait()
             else:
                 await self._sync()
@@ -502,7 +531,7 @@ class Ledger:
         self._closed = True
         self._writer_waits = False
         self._wake_writer.set()
-        self._queue_taken.set()
+        _set(self._queue_taken)
 
     def _close_files(self) -> None:
         for fd in self._fds.values():
@@ -513,6 +542,11 @@ class Ledger:
             self._project_fd = -1
         if self._journal is not None:
             self._journal.close()
+
+
+def _set(event: anyio.Event | None) -> None:
+    if event is not None:
+        event.set()
 
 
 async def _fsync_all(fds: list[int]) -> None:
