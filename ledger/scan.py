@@ -42,12 +42,12 @@ from .errors import ChainBroken
 L = TypeVar("L", ProjectLine, TaskLine)
 
 # Small enough that a block, its records and their encodings stay in the CPU's caches.
-BLOCK_BYTES = 128 * 1024
+BLOCK_BYTES = 64 * 1024
 _encode = msgspec.json.Encoder(order="sorted").encode
 _sha256: Callable[[bytes], Any] = hashlib.sha256
 _update: Callable[[Any, bytes], None] = type(hashlib.sha256()).update
 _slice = cast("Callable[[bytes, slice], bytes]", getitem)
-_hexdigest = methodcaller("hexdigest")
+_digest = methodcaller("digest")
 _find_hash = methodcaller("rfind", HASH_MEMBER)
 _HASH_MEMBER_LEN = len(HASH_MEMBER) + 64 + 1  # the member, its 64 hex digits, the quote
 _seq = attrgetter("seq")
@@ -62,11 +62,10 @@ _TS_SHAPE = "0000-00-00T00:00:00.000000Z"
 
 @dataclass
 class Checked(Generic[L]):
-    """The outcome of one block: its checked records and their hashes, in order, and the
-    problem that stopped the check (the records are those before it), if any."""
+    """The outcome of one block: its checked records, in order, and the problem that stopped
+    the check (the records are those before it), if any."""
 
     records: list[L]
-    hashes: list[str]
     error: ChainBroken | None = None
 
 
@@ -102,7 +101,7 @@ class ChainScanner(Generic[L]):
         checked = self._check_fast(block) if self._fast else None
         if checked is not None:
             self.reader.seq += len(checked.records)
-            self.reader.head = checked.hashes[-1]
+            self.reader.head = checked.records[-1].event_hash
             return checked
         # Something is wrong (or the chain's ids need the strict types): find it line by line.
         seq, head = self.reader.seq, self.reader.head
@@ -112,12 +111,12 @@ class ChainScanner(Generic[L]):
                 self.reader.check(line)
             except ChainBroken as exc:
                 self.reader.seq, self.reader.head = seq, head
-                good = Checked[L]([], [])
+                good = Checked[L]([])
                 if index and self._fast:
                     good = self._check_fast(b"\n".join(lines[:index])) or good
                 self.reader.seq += len(good.records)
                 if good.records:
-                    self.reader.head = good.hashes[-1]
+                    self.reader.head = good.records[-1].event_hash
                 good.error = exc
                 return good
         raise ChainBroken(
@@ -126,7 +125,7 @@ class ChainScanner(Generic[L]):
         )  # fmt: skip
 
     def _check_fast(self, block: bytes) -> Checked[L] | None:
-        """The block's records and hashes if every check passes, else None."""
+        """The block's records if every check passes, else None."""
         try:
             records = self._decode_lines(block)
             lines = list(map(_encode, records))
@@ -134,27 +133,27 @@ class ChainScanner(Generic[L]):
             return None
         if b"\n".join(lines) != block:  # not canonical, or not one record per line
             return None
-        # Each line is canonical, so its one `,"event_hash":"` is the top-level member.
+        # Each line is canonical, so its one `,"event_hash":"` is the top-level member: hash
+        # what is before and after it. The hashes are compared all at once, as one string.
         at = list(map(_find_hash, lines))
         hashes = list(map(_sha256, map(_slice, lines, map(slice, at))))
         after = map(slice, map(add, at, repeat(_HASH_MEMBER_LEN)), repeat(None))
         for _ in map(_update, hashes, map(_slice, lines, after)):
             pass
-        digests: list[str] = list(map(_hexdigest, hashes))
-        if list(map(_event_hash, records)) != digests:
+        claimed = "".join(map(_event_hash, records))
+        if b"".join(map(_digest, hashes)).hex() != claimed:
+            return None
+        if "".join(map(_prev, records)) != self.reader.head + claimed[:-64]:
             return None
         first = self.reader.seq + 1
         if list(map(_seq, records)) != list(range(first, first + len(records))):
-            return None
-        prevs = list(map(_prev, records))
-        if prevs[0] != self.reader.head or prevs[1:] != digests[:-1]:
             return None
         if "".join(map(_ts, records)).translate(_DIGITS_TO_ZERO) != _TS_SHAPE * len(records):
             return None
         for get, want in self._identity:
             if any(map(ne, map(get, records), repeat(want))):
                 return None
-        return Checked(records, digests)
+        return Checked(records)
 
 
 def blocks(path: Path, size: int = BLOCK_BYTES) -> Iterator[tuple[bytes, bool]]:

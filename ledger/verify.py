@@ -102,6 +102,7 @@ def _link_key(task_hash: str, project_seq: int) -> str:
 
 
 _project_seq = attrgetter("project_seq")
+_event_hash = attrgetter("event_hash")
 
 
 def _lines(path: Path) -> Iterator[bytes]:
@@ -203,10 +204,10 @@ def _note_project_events(
     expected: dict[int, str],
     paths: ProjectPaths,
 ) -> None:
-    records, hashes = checked.records, checked.hashes
+    records = checked.records
     first = records[0].seq
     for seq in [s for s in expected if first <= s < first + len(records)]:
-        want, head = expected.pop(seq), hashes[seq - first]
+        want, head = expected.pop(seq), records[seq - first].event_hash
         if want != head:
             raise ChainBroken(paths.events, seq + 1, "event differs from the expected head: "
                               "the chain was rewritten", want, head)  # fmt: skip
@@ -260,16 +261,17 @@ def _verify_task(
     last_linked = project_head_seq if project_head_seq is not None else MAX_SAFE_INT
     try:
         for checked in _walk(scanner, dirty, report):
-            records, hashes = checked.records, checked.hashes
+            records = checked.records
             project_seqs = list(map(_project_seq, records))
             error = None
             if unlinked_from or max(project_seqs) > last_linked:
                 linked, error = _split_linked(records, path, last_linked, dirty, unlinked_from)
                 if linked < len(records):
                     unlinked_from = unlinked_from or records[linked].seq + 1
-                    records, hashes = records[:linked], hashes[:linked]
+                    records = records[:linked]
                     project_seqs = project_seqs[:linked]
             state = _replay(records, state, task_id, path)
+            hashes = map(_event_hash, records)
             digest.update("".join(map(_link_key, hashes, project_seqs)).encode())
             count += len(records)
             if error is not None:
