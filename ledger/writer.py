@@ -77,10 +77,12 @@ from .verify import Head
 Mode = Literal["durable", "buffered"]
 FLUSH_BYTES = 1024 * 1024
 FLUSH_AFTER_S = 0.01
-# A batch holds at most this many requests, so that many waiting producers make several
-# batches: the writer seals one while the journal's fsync for another runs. Each fsync costs
-# the event loop a round trip to a worker thread, so batches are not made smaller than that.
-MAX_BATCH = 32
+# A batch holds at most this many requests: with more producers waiting, several batches, and
+# the writer seals one while the journal's fsync for another runs (up to MAX_SYNCS at once).
+# Smaller batches would overlap more of the fsync with 64 producers, but each fsync costs the
+# event loop a round trip to a worker thread: measured here, that costs more than it hides
+# (docs/performance.md).
+MAX_BATCH = 64
 MAX_SYNCS = 2
 QUEUE_SIZE = 8192
 OPEN_FILES = 256

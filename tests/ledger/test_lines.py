@@ -229,7 +229,7 @@ def _forge(line: bytes, *edits: tuple[bytes, bytes]) -> bytes:
         assert old in edited, old
         edited = edited.replace(old, new, 1)
     at = edited.rindex(b',"event_hash":"')
-    digest = hashlib.sha256(edited[:at] + edited[at + 81 :]).hexdigest().encode()
+    digest = hashlib.sha256(edited[:at] + edited[at + 80 :]).hexdigest().encode()
     return edited[: at + 15] + digest + edited[at + 79 :]
 
 
