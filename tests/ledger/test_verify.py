@@ -225,3 +225,11 @@ def test_link_to_an_unsafe_task_id_is_found_at_its_line(project: ProjectPaths) -
     report = verify_project(project)
     assert report.problems[0].path == str(project.events)
     assert report.problems[0].line == at + 1
+
+
+@pytest.mark.parametrize("extra", [b"\n", b" \n", b"{}\n"], ids=["empty", "blank", "object"])
+def test_a_stray_line_is_found_at_its_line(project: ProjectPaths, extra: bytes) -> None:
+    path = project.task_events("T-2")
+    lines = read_lines(path)
+    write_lines(path, [*lines[:2], extra, *lines[2:]])
+    assert only_problem(verify_project(project))[:2] == (str(path), 3)
