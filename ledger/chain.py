@@ -38,9 +38,11 @@ def seal(record: R, decoder: msgspec.json.Decoder[R] | None) -> tuple[R, bytes]:
     """The record with its `event_hash` filled in, and its line (canonical bytes + newline).
 
     With a `decoder` (the record's strict type), the unsealed bytes are decoded once first:
-    Structs built in Python skip msgspec's checks, and the writer must never write a line that
-    verify would refuse (a negative seq, an unsafe id, a lone surrogate). Records the writer
-    builds from checked values alone (links) pass None. Raises `InvalidEvent`.
+    Structs built in Python skip msgspec's checks, and no line verify would refuse may be
+    written (a negative seq, an unsafe id, a lone surrogate). Raises `InvalidEvent`.
+
+    The plain route, for the genesis line and as the reference the writer's `seal_*_line`
+    templates are tested against.
     """
     if record.event_hash:
         record = msgspec.structs.replace(record, event_hash="")

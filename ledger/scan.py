@@ -2,22 +2,22 @@
 
 `ChainReader.check` (ledger/chain.py) checks one line at a time and says exactly what is wrong;
 verify would spend most of its time in the Python between msgspec's and hashlib's C calls.
-`ChainScanner` checks a block of lines (about 1 MiB) at once with the same rules, as whole-list
-operations that loop in C (`map`, list comparison, one regex over all timestamps):
+`ChainScanner` checks a block of lines (`BLOCK_BYTES`) at once with the same rules, as
+whole-block operations that loop in C (`decode_lines`, `map`, joins and comparisons):
 
 1. every line decodes strictly (`TaskLine` / `ProjectLine`: the protocol's body types);
-2. every line equals the canonical encoding of what it decoded to: RFC 8785 form, checked
-   exactly (members sorted, no duplicates, no whitespace, JCS string escapes and integers);
+2. the records encode back to exactly the block, line for line: every line is in RFC 8785
+   form, checked exactly (members sorted, no duplicates, no whitespace, JCS string escapes and
+   integers), and is one record;
 3. so every line holds exactly one ``,"event_hash":"`` (the top-level member: strings escape
-   their quotes, and no other member has that name), and splitting the block there gives each
-   line's canonical form without `event_hash`, in two pieces, hashed without copying the block
-   per line; each hash must equal the line's `event_hash`;
+   their quotes, and no other member has that name); each line is hashed around it, and the
+   hashes of the block, as one hex string, must equal the claimed ones, joined;
 4. `seq` counts on, each `prev_event_hash` is the hash before it, every `ts` has the fixed
    format, every id is the chain's own.
 
 Any failure sends the block to `ChainReader.check`, line by line, for the file, line and reason;
 the lines before the bad one are returned as checked, so callers see them first exactly as they
-would line by line.
+would line by line (tests/ledger/test_lines.py checks that both find the same line).
 """
 
 from __future__ import annotations

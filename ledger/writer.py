@@ -4,14 +4,14 @@ Producers call `append_task_event` / `append_project_event` from any number of t
 checked where it is submitted: encoded to its canonical bytes once, and those bytes decoded with
 the event's strict type (Structs built in Python skip msgspec's checks, and the writer must never
 write a line that verify would refuse). The request then waits in a queue; the writer task takes
-everything queued (a batch), checks each event against its task's state, seals it into a line
-around the body bytes already checked, and commits the batch:
+up to `MAX_BATCH` queued requests (a batch), checks each event against its task's state, seals
+it into a line around the body bytes already checked, and commits the batch:
 
 1. all its lines (task lines, then project lines: one `task_event` link per task event) are
    appended to the journal in one write;
-2. durable mode hands the batch to the syncer task, which fsyncs the journal in a worker thread:
-   one fsync per batch, however many task files the batch touches, and one fsync for every
-   batch written while the previous fsync ran. The writer seals the next batch meanwhile;
+2. durable mode leaves the fsync to the syncer tasks, which run it in a worker thread: one
+   fsync serves every batch written before it started, however many task files they touch, and
+   up to `MAX_SYNCS` run at once. The writer seals the next batch meanwhile;
 3. once its fsync is done (buffered mode: at once) a batch is complete: its producers are
    resolved, and its lines go to the chain files behind the journal (no fsync; the journal can
    redo them), once 1 MiB has gathered or the writer has been idle for 10 ms.
