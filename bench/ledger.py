@@ -3,8 +3,8 @@ throughput, open time of a 1,000,000-event ledger, and verify's peak memory agai
 
 Every figure comes from this run; the naive writer is measured in the same run:
 
-    .venv/bin/python bench/ledger.py [--seconds 3] [--verify-events 100000]
-                                     [--open-events 1000000] [--dir DIR]
+    .venv/bin/python bench/ledger.py [--seconds 3] [--repeat 3] [--verify-events 100000]
+                                     [--open-events 1000000] [--dir DIR] [--only PARTS]
 
 Events are about 1 KiB (an `attempt` with 700 characters of code) unless said otherwise.
 """
@@ -32,8 +32,9 @@ import msgspec
 import structlog
 
 from ledger import ProjectPaths, open_ledger, verify_project
+from ledger.envelopes import ProjectLine, TaskLine
 from protocol import Verdict
-from protocol.ledger_events import Attempt, ExecutionStarted, ProjectRecord, TaskRecord
+from protocol.ledger_events import Attempt, ExecutionStarted
 
 CODE = "def handler(request):\n    return {'ok': True}\n" * 16  # 720 characters
 
@@ -112,31 +113,64 @@ def naive_writer(path: Path, seconds: float) -> tuple[int, float]:
     return count, time.perf_counter() - start
 
 
-def bench_appends(base: Path, seconds: float) -> None:
-    print(f"\n== append throughput ({line_size()} B attempt bodies; {seconds:g} s each) ==")
+def _spread(values: list[float]) -> str:
+    """median [min-max], for figures measured several times."""
+    if len(values) == 1:
+        return f"{values[0]:,.0f}"
+    return f"{statistics.median(values):,.0f} [{min(values):,.0f}-{max(values):,.0f}]"
+
+
+def _load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def bench_appends(base: Path, seconds: float, repeat: int) -> None:
+    print(f"\n== append throughput ({line_size()} B attempt bodies; {seconds:g} s each, "
+          f"{repeat} run(s) per row: median [min-max]) ==")  # fmt: skip
     print("The disk's fsync latency drifts by 10x within minutes here, so the naive writer is")
-    print("measured again right before each durable row and the ratio is to that measurement.")
+    print("measured again right before each durable run and each ratio is to that measurement.")
+    print(_load())
     rows = [("durable", p, False) for p in (1, 8, 64)] + [
         ("durable", 64, True), ("durable", 256, False), ("buffered", 64, False),
         ("buffered", 64, True),
     ]  # fmt: skip
     naive = 0.0
     for number, (mode, producers, shared) in enumerate(rows):
-        if mode == "durable":
-            naive_path = base / f"naive-{number}.jsonl"
-            n, dt = naive_writer(naive_path, seconds / 2)
-            naive = n / dt
-            naive_path.unlink()
-        root = base / f"{mode}-{producers}-{shared}"
-        n, dt = anyio.run(run_producers, root, mode, producers, seconds, shared)
+        rates, naives, ratios = [], [], []
+        for run in range(repeat):
+            if mode == "durable" or not naives:
+                naive_path = base / f"naive-{number}-{run}.jsonl"
+                n, dt = naive_writer(naive_path, seconds / 2)
+                naive = n / dt
+                naive_path.unlink()
+            root = base / f"{mode}-{producers}-{shared}-{run}"
+            n, dt = anyio.run(run_producers, root, mode, producers, seconds, shared)
+            shutil.rmtree(root)
+            rates.append(n / dt)
+            naives.append(naive)
+            ratios.append(n / dt / naive)
         what = "project chain" if shared else "own task each"
-        rate = n / dt
-        print(f"{mode:8} {producers:>3} producers, {what:14} {rate:>10,.0f} events/s"
-              f"   naive {naive:>6,.0f}/s   {rate / naive:>6.1f}x")  # fmt: skip
-        shutil.rmtree(root)
+        ratio = statistics.median(ratios)
+        print(f"{mode:8} {producers:>3} producers, {what:14} {_spread(rates):>26} events/s"
+              f"   naive {_spread(naives):>20}/s   {ratio:>5.1f}x"
+              f" [{min(ratios):.1f}-{max(ratios):.1f}]")  # fmt: skip
+    print(_load())
 
 
 # --- verify and open --------------------------------------------------------------------------
+
+
+async def fill_project(root: Path, project: str, events: int) -> None:
+    """`events` project events of about 1 KiB each, from 64 producers (buffered)."""
+    async with open_ledger(root, project, create=True, mode="buffered") as ledger:
+
+        async def producer() -> None:
+            for _ in range(events // 64):
+                await ledger.append_project_event(ExecutionStarted(detail=CODE))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(64):
+                tg.start_soon(producer)
 
 
 async def fill(root: Path, project: str, events: int, tasks: int, small: bool) -> None:
@@ -162,34 +196,49 @@ def bench_verify(base: Path, events: int) -> None:
     t = time.perf_counter()
     anyio.run(fill, base, "verify", events, 64, False)
     print(f"written in {time.perf_counter() - t:.1f} s (buffered writer)")
-    paths = ProjectPaths.of(base, "verify")
+    _verify_rate(ProjectPaths.of(base, "verify"), events)
+    # Every line a ~1 KiB event, no task rules: the project chain alone.
+    t = time.perf_counter()
+    anyio.run(fill_project, base, "verify-project", events)
+    print(f"\n{events:,} project events of ~1 KiB written in {time.perf_counter() - t:.1f} s")
+    _verify_rate(ProjectPaths.of(base, "verify-project"), 0)
+
+
+def _verify_rate(paths: ProjectPaths, task_events: int) -> None:
+    print(_load())
     size = sum(p.stat().st_size for p in paths.dir.rglob("*.jsonl"))
-    best = float("inf")
-    for _ in range(3):
+    times = []
+    for _ in range(5):
         start = time.process_time()
         report = verify_project(paths)
-        best = min(best, time.process_time() - start)
+        times.append(time.process_time() - start)
     assert report.ok, report.problems
-    print(f"verified {report.events:,} lines ({events:,} task events + their project links,"
-          f" {size / 1e6:.0f} MB) in {best:.2f} s CPU")  # fmt: skip
-    print(f"verify: {report.events / best:,.0f} lines/s, {events / best:,.0f} task events/s, "
-          f"{size / best / 1e6:.0f} MB/s (one core, best of 3)")  # fmt: skip
-    # The floor under any full check: strict decode, canonical re-encode and SHA-256 per line.
-    files = [paths.events, *sorted(paths.tasks.glob("*/events.jsonl"))]
-    lines = [line for f in files for line in f.read_bytes().splitlines()]
-    decoder = msgspec.json.Decoder(ProjectRecord | TaskRecord)
+    lines = report.events
+    rates = [lines / t for t in times]
+    print(f"verified {lines:,} lines ({size / 1e6:.0f} MB) 5 times, CPU time of one core each")
+    print(f"verify: {_spread(rates)} lines/s, {size / min(times) / 1e6:.0f} MB/s at best")
+    if task_events:
+        print(f"        {_spread([task_events / t for t in times])} task events/s "
+              "(each with its project link)")  # fmt: skip
+    # The work no check of these lines can skip, in bulk (no Python per line): strict decode,
+    # canonical encode, SHA-256 of each line.
+    files = [(paths.events, ProjectLine)] + [
+        (f, TaskLine) for f in sorted(paths.tasks.glob("*/events.jsonl"))
+    ]
+    work = [(msgspec.json.Decoder(type_).decode_lines, f.read_bytes()) for f, type_ in files]
     encode = msgspec.json.Encoder(order="sorted").encode
     floor = float("inf")
     for _ in range(3):
         start = time.process_time()
-        for line in lines:
-            encode(decoder.decode(line))
-            hashlib.sha256(line).hexdigest()
+        for decode_lines, data in work:
+            for _ in map(hashlib.sha256, map(encode, decode_lines(data))):
+                pass
         floor = min(floor, time.process_time() - start)
     print(
-        f"decode + encode + sha256 alone: {len(lines) / floor:,.0f} lines/s "
-        f"(verify does {report.events / best / (len(lines) / floor):.0%} of that)"
+        f"decode + encode + sha256 alone, in bulk: {lines / floor:,.0f} lines/s "
+        f"(verify reaches {lines / min(times) / (lines / floor):.0%} of that)"
     )
+    print(_load())
 
 
 def bench_open(base: Path, events: int) -> Path:
@@ -252,6 +301,7 @@ def bench_memory(base: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--repeat", type=int, default=3, help="runs per append row")
     parser.add_argument("--verify-events", type=int, default=100_000)
     parser.add_argument("--open-events", type=int, default=1_000_000)
     parser.add_argument("--dir", type=Path, default=None, help="where to build (default: tmp)")
@@ -265,7 +315,7 @@ def main() -> None:
         print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, in {base}")
         parts = set(args.only.split(","))
         if "appends" in parts:
-            bench_appends(base, args.seconds)
+            bench_appends(base, args.seconds, args.repeat)
         if "verify" in parts:
             bench_verify(base, args.verify_events)
         if "open" in parts and args.open_events:

@@ -262,7 +262,7 @@ def _extract(archive: Path, into: Path, max_unpacked: int) -> ArchiveManifest:
             raw = f.read(MAX_MANIFEST_BYTES + 1)
         try:
             manifest = msgspec.json.decode(raw, type=ArchiveManifest)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise UnsafeArchive(archive, f"bad manifest: {exc}", MANIFEST_NAME) from None
         listed = {}
         for item in manifest.files:

@@ -15,6 +15,7 @@ from typing import Generic, TypeVar
 
 import msgspec
 
+from protocol import AttemptPointer
 from protocol.ledger_events import GENESIS_HASH, TIMESTAMP_PATTERN, ProjectRecord, TaskRecord
 
 from .canonical import canonical, sha256_hex
@@ -22,10 +23,13 @@ from .errors import ChainBroken, InvalidEvent
 
 R = TypeVar("R", ProjectRecord, TaskRecord)
 
-_HASH_MEMBER = b',"event_hash":"'
+HASH_MEMBER = b',"event_hash":"'
 # `,"event_hash":"` + 64 hex digits + closing quote.
-_HASH_MEMBER_LEN = len(_HASH_MEMBER) + 64 + 1
-_TS = re.compile(TIMESTAMP_PATTERN)
+_HASH_MEMBER_LEN = len(HASH_MEMBER) + 64 + 1
+# ASCII digits only: `\d` alone would also take other scripts' digits.
+_TS = re.compile(TIMESTAMP_PATTERN, re.ASCII)
+# The member that follows `event_hash` in each record's canonical form.
+_POINTER_MEMBER = b',"pointer":'
 _PREV_MEMBER = b',"prev_event_hash":"'
 _encode = msgspec.json.Encoder(order="sorted").encode  # canonical(), without its wrapper
 
@@ -34,9 +38,11 @@ def seal(record: R, decoder: msgspec.json.Decoder[R] | None) -> tuple[R, bytes]:
     """The record with its `event_hash` filled in, and its line (canonical bytes + newline).
 
     With a `decoder` (the record's strict type), the unsealed bytes are decoded once first:
-    Structs built in Python skip msgspec's checks, and the writer must never write a line that
-    verify would refuse (a negative seq, an unsafe id, a lone surrogate). Records the writer
-    builds from checked values alone (links) pass None. Raises `InvalidEvent`.
+    Structs built in Python skip msgspec's checks, and no line verify would refuse may be
+    written (a negative seq, an unsafe id, a lone surrogate). Raises `InvalidEvent`.
+
+    The plain route, for the genesis line and as the reference the writer's `seal_*_line`
+    templates are tested against.
     """
     if record.event_hash:
         record = msgspec.structs.replace(record, event_hash="")
@@ -44,27 +50,101 @@ def seal(record: R, decoder: msgspec.json.Decoder[R] | None) -> tuple[R, bytes]:
     if decoder is not None:
         try:
             decoder.decode(unsealed)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise InvalidEvent(f"invalid event: {exc}") from None
-    digest = sha256_hex(unsealed)
-    # `event_hash` sorts just before `pointer` (task records) or `prev_event_hash` (project
-    # records); the last occurrence of that member is the top-level one (see `line_hash`).
-    at = unsealed.rfind(b',"pointer":' if isinstance(record, TaskRecord) else _PREV_MEMBER)
-    line = b"".join((unsealed[:at], _HASH_MEMBER, digest.encode(), b'"', unsealed[at:], b"\n"))
+    digest, line = _insert_hash(unsealed, isinstance(record, TaskRecord))
     return msgspec.structs.replace(record, event_hash=digest), line
 
 
-def line_hash(line: bytes) -> str:
-    """SHA-256 of a canonical line with its `event_hash` member removed.
+def seal_task_line(
+    body: bytes,
+    *,
+    attempt_open: bool,
+    closed: bool,
+    pointer: AttemptPointer | None,
+    prev_event_hash: str,
+    project_id: str,
+    project_seq: int,
+    seq: int,
+    task_id: str,
+    ts: str,
+) -> tuple[str, bytes]:
+    """The `event_hash` and the line of a task record, written straight from its members.
 
-    Only valid for a line already known to be canonical: then every top-level member after
-    `event_hash` (hashes, ids, integers, the pointer, the timestamp) is from a character set
-    that cannot spell ``,"event_hash":"``, so the last occurrence is the top-level member.
+    The writer's hot path: exactly `canonical(TaskRecord(...))` (tests/ledger/test_chain.py
+    checks it) without building and encoding the record, because every member but `body` is
+    of a kind whose JSON needs no escaping: safe ids, hex hashes, the fixed timestamp,
+    integers and booleans the writer made or a strict decode produced. `body` is the canonical
+    bytes of a body that was decoded strictly.
     """
-    at = line.rfind(_HASH_MEMBER)
-    h = hashlib.sha256(line[:at])
-    h.update(line[at + _HASH_MEMBER_LEN :])
-    return h.hexdigest()
+    head = b"".join(
+        (_OPEN if attempt_open else _NOT_OPEN, body, _CLOSED if closed else _NOT_CLOSED)
+    )
+    where = "null" if pointer is None else f'{{"r":{pointer.r},"s":{pointer.s}}}'
+    tail = (
+        f',"pointer":{where},"prev_event_hash":"{prev_event_hash}","project_id":"{project_id}",'
+        f'"project_seq":{project_seq},"seq":{seq},"task_id":"{task_id}","ts":"{ts}"}}'
+    ).encode()
+    return _join_sealed(head, tail)
+
+
+def seal_project_line(
+    body: bytes, *, prev_event_hash: str, project_id: str, seq: int, ts: str
+) -> tuple[str, bytes]:
+    """`seal_task_line` for a project record."""
+    return _join_sealed(b"".join((b'{"body":', body, b',"chain":"project"')),
+                        _project_tail(prev_event_hash, project_id, seq, ts))  # fmt: skip
+
+
+def seal_link_line(
+    task_id: str,
+    task_seq: int,
+    task_event_hash: str,
+    task_event_type: str,
+    *,
+    prev_event_hash: str,
+    project_id: str,
+    seq: int,
+    ts: str,
+) -> tuple[str, bytes]:
+    """`seal_project_line` for a `task_event` link, its body written straight too."""
+    head = (
+        f'{{"body":{{"task_event_hash":"{task_event_hash}","task_event_type":"{task_event_type}",'
+        f'"task_id":"{task_id}","task_seq":{task_seq},"type":"task_event"}},"chain":"project"'
+    ).encode()
+    return _join_sealed(head, _project_tail(prev_event_hash, project_id, seq, ts))
+
+
+_OPEN = b'{"attempt_open":true,"body":'
+_NOT_OPEN = b'{"attempt_open":false,"body":'
+_CLOSED = b',"chain":"task","closed":true'
+_NOT_CLOSED = b',"chain":"task","closed":false'
+
+
+def _project_tail(prev_event_hash: str, project_id: str, seq: int, ts: str) -> bytes:
+    return (
+        f',"prev_event_hash":"{prev_event_hash}","project_id":"{project_id}","seq":{seq},'
+        f'"ts":"{ts}"}}'
+    ).encode()
+
+
+def _join_sealed(head: bytes, tail: bytes) -> tuple[str, bytes]:
+    """The record is `head + tail`; its line has `event_hash` between them."""
+    h = hashlib.sha256(head)
+    h.update(tail)
+    digest = h.hexdigest()
+    return digest, b"".join((head, HASH_MEMBER, digest.encode(), b'"', tail, b"\n"))
+
+
+def _insert_hash(unsealed: bytes, task: bool) -> tuple[str, bytes]:
+    digest = sha256_hex(unsealed)
+    # `event_hash` sorts just before `pointer` (task records) or `prev_event_hash` (project
+    # records). The last occurrence of that member is the top-level one: every top-level member
+    # after it (hashes, ids, integers, the pointer, the timestamp) is from a character set that
+    # cannot spell it, and inside the body a string escapes its quotes.
+    at = unsealed.rfind(_POINTER_MEMBER if task else _PREV_MEMBER)
+    line = b"".join((unsealed[:at], HASH_MEMBER, digest.encode(), b'"', unsealed[at:], b"\n"))
+    return digest, line
 
 
 class ChainReader(Generic[R]):
@@ -88,7 +168,7 @@ class ChainReader(Generic[R]):
         """Check `line` as a chain's last line, without the lines before it (O(1) open)."""
         try:
             peek = self.decoder.decode(line.rstrip(b"\n"))
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise ChainBroken(self.path, 0, f"last line is not a valid record: {exc}") from None
         self.seq = peek.seq - 1
         self.head = peek.prev_event_hash
@@ -100,7 +180,7 @@ class ChainReader(Generic[R]):
         body = line[:-1] if line[-1:] == b"\n" else line
         try:
             record = self._decode(body)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise ChainBroken(self.path, lineno, f"not a valid record: {exc}") from None
         try:
             again = _encode(record)
@@ -119,7 +199,7 @@ class ChainReader(Generic[R]):
                 self.path, lineno, "prev_event_hash does not match the previous event",
                 self.head, record.prev_event_hash,
             )  # fmt: skip
-        at = body.rfind(_HASH_MEMBER)
+        at = body.rfind(HASH_MEMBER)
         h = hashlib.sha256(body[:at])
         h.update(body[at + _HASH_MEMBER_LEN :])
         digest = h.hexdigest()

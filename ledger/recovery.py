@@ -87,7 +87,7 @@ def _line_after(reader: AnyReader, line: bytes) -> int:
         return 1
     try:
         return int(reader.decoder.decode(line.rstrip(b"\n")).seq) + 2
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
         return 0
 
 
@@ -174,7 +174,7 @@ def recover(
             continue
         try:
             record = _record_decoder.decode(line)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise LedgerDamaged(ChainBroken(paths.journal, number, f"bad line: {exc}")) from None
         key = record.task_id if isinstance(record, TaskRecord) else None
         pending.setdefault(key, []).append((number, line))

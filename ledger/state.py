@@ -8,6 +8,7 @@ attempt is open (started, not yet recorded or interrupted) and whether the task 
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import msgspec
@@ -46,6 +47,12 @@ class TaskState(msgspec.Struct, frozen=True):
         )
 
 
+# The R/S rules stay in `protocol.classify`; this remembers its answers for the pointer pairs
+# seen lately (legal ones only: a refusal raises, and is not remembered), because verify and
+# the writer ask about the same few pairs for every task.
+_classify = functools.lru_cache(maxsize=4096)(classify)
+
+
 def event_type(body: Any) -> str:
     tag: str = type(body).__struct_config__.tag
     return tag
@@ -54,33 +61,34 @@ def event_type(body: Any) -> str:
 def advance(state: TaskState, task_id: str, body: Any) -> TaskState:
     """The state after `body`, or raise the `EventRejected` subclass that says why not.
 
-    `seq` and `head` are left to the caller (they depend on the sealed line).
+    `seq` and `head` are left to the caller (they depend on the sealed line). `body` must be
+    an instance of one of the task event types exactly (both the writer and verify see to
+    that): this runs once per event in both, so it dispatches on `type(body)`.
     """
-    kind = event_type(body)
     if state.closed:
-        raise TaskAlreadyClosed(task_id, kind)
-    if isinstance(body, TaskClosed):
-        return msgspec.structs.replace(state, closed=True)
-    given = AttemptPointer(body.r, body.s)
-    if isinstance(body, AttemptStarted | Attempt):
+        raise TaskAlreadyClosed(task_id, event_type(body))
+    kind = type(body)
+    if kind is TaskClosed:
+        return TaskState(state.seq, state.head, state.pointer, state.attempt_open, True)
+    pointer = state.pointer
+    if kind is AttemptStarted or kind is Attempt:
+        given = AttemptPointer(body.r, body.s)
         if state.attempt_open:
-            if isinstance(body, Attempt) and given == state.pointer:
-                return msgspec.structs.replace(state, attempt_open=False)
-            assert state.pointer is not None
-            raise AttemptStillOpen(task_id, state.pointer, given)
+            if kind is Attempt and given == pointer:
+                return TaskState(state.seq, state.head, pointer, False, False)
+            assert pointer is not None
+            raise AttemptStillOpen(task_id, pointer, given)
         try:
-            kind_given = classify(state.pointer, given)
+            kind_given = _classify(pointer, given)
         except AttemptOrderError as exc:
             raise AttemptOrderRejected(task_id, exc) from None
-        if isinstance(body, AttemptStarted) and body.kind != kind_given:
+        if kind is AttemptStarted and body.kind != kind_given:
             raise EventRejected(task_id, f"{given} is a {kind_given} attempt, not {body.kind}")
-        return msgspec.structs.replace(
-            state, pointer=given, attempt_open=isinstance(body, AttemptStarted)
-        )
-    if given != state.pointer:
-        raise PointerMismatch(task_id, kind, state.pointer, given)
-    if isinstance(body, AttemptInterrupted):
+        return TaskState(state.seq, state.head, given, kind is AttemptStarted, False)
+    if pointer is None or body.r != pointer.r or body.s != pointer.s:
+        raise PointerMismatch(task_id, event_type(body), pointer, AttemptPointer(body.r, body.s))
+    if kind is AttemptInterrupted:
         if not state.attempt_open:
-            raise EventRejected(task_id, f"no open attempt at {given} to interrupt")
-        return msgspec.structs.replace(state, attempt_open=False)
+            raise EventRejected(task_id, f"no open attempt at {pointer} to interrupt")
+        return TaskState(state.seq, state.head, pointer, False, False)
     return state

@@ -126,7 +126,7 @@ def read_manifest(paths: ProjectPaths) -> ProjectManifest:
         raise LedgerError(f"{paths.manifest}: cannot read: {exc.strerror or exc}") from None
     try:
         manifest = msgspec.json.decode(raw, type=ProjectManifest)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise LedgerError(f"{paths.manifest}: not a project manifest: {exc}") from None
     if manifest.project_id != paths.project_id:
         raise LedgerError(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 
 import msgspec
@@ -24,14 +25,17 @@ import msgspec
 from protocol import is_safe_id
 from protocol.ledger_events import (
     GENESIS_HASH,
+    MAX_SAFE_INT,
     ProjectRecord,
     TaskEventLinked,
     TaskRecord,
 )
 
-from .chain import ChainReader, R
+from .chain import ChainReader
+from .envelopes import Link, ProjectLine, TaskLine
 from .errors import ChainBroken, EventRejected, LedgerError
 from .journal import pending
+from .scan import ChainScanner, Checked, L, blocks
 from .state import TaskState, advance
 from .store import ProjectManifest, ProjectPaths, read_manifest, read_tail
 
@@ -89,11 +93,16 @@ class _Links:
     first_line: int
     count: int = 0
     digest: hashlib._Hash = field(default_factory=hashlib.sha256)
+    keys: list[str] = field(default_factory=list)  # this block's, not yet in `digest`
 
 
-def _link_key(task_hash: str, project_seq: int) -> bytes:
+def _link_key(task_hash: str, project_seq: int) -> str:
     # Task seqs need no place here: both sides already check that they count up from 0.
-    return f"{task_hash}{project_seq}\n".encode()
+    return f"{task_hash}{project_seq}\n"
+
+
+_project_seq = attrgetter("project_seq")
+_event_hash = attrgetter("event_hash")
 
 
 def _lines(path: Path) -> Iterator[bytes]:
@@ -138,20 +147,23 @@ def verify_project(
     return report
 
 
-def _walk(reader: ChainReader[R], path: Path, dirty: bool, report: VerifyReport) -> Iterator[R]:
-    """The records of one chain file, checked; a torn or bad *last* line after an unclean
+def _walk(scanner: ChainScanner[L], dirty: bool, report: VerifyReport) -> Iterator[Checked[L]]:
+    """The checked blocks of one chain file; a torn or bad *last* line after an unclean
     shutdown ends the walk with a note instead of an error."""
-    for line in _lines(path):
-        try:
-            if not line.endswith(b"\n"):
-                raise ChainBroken(path, reader.seq + 2, "last line is incomplete (no newline)")
-            record = reader.check(line)
-        except ChainBroken as exc:
-            if dirty and _is_last_line(path, exc.line):
-                report.notes.append(f"{exc} (unacknowledged tail, recovered on next open)")
+    path = scanner.path
+    for block, whole in blocks(path):
+        if whole:
+            checked = scanner.check(block)
+            error = checked.error
+            if checked.records:
+                yield checked
+        else:
+            error = ChainBroken(path, scanner.seq + 2, "last line is incomplete (no newline)")
+        if error is not None:
+            if dirty and _is_last_line(path, error.line):
+                report.notes.append(f"{error} (unacknowledged tail, recovered on next open)")
                 return
-            raise
-        yield record
+            raise error
 
 
 def _verify_project_chain(
@@ -161,47 +173,73 @@ def _verify_project_chain(
     expect_heads: tuple[Head, ...],
     dirty: bool,
 ) -> dict[str, _Links]:
-    reader = ChainReader(paths.events, ProjectRecord, {"project_id": manifest.chain_project_id})
+    identity = {"project_id": manifest.chain_project_id}
+    scanner = ChainScanner(paths.events, ProjectRecord, ProjectLine, identity)
     expected = {h.seq: h.hash for h in expect_heads}
     links: dict[str, _Links] = {}
     try:
-        for record in _walk(reader, paths.events, dirty, report):
-            _note_project_event(record, links, expected, paths)
+        for checked in _walk(scanner, dirty, report):
+            _note_project_events(checked, links, expected, paths)
     except ChainBroken as exc:
         report.problems.append(Problem.of(exc))
         return links
-    if reader.seq < 0:
+    if scanner.seq < 0:
         report.problems.append(Problem(str(paths.events), 1, "project chain is empty"))
     else:
-        report.project_head = Head(reader.seq, reader.head)
-    report.events += reader.seq + 1
+        report.project_head = Head(scanner.seq, scanner.head)
+    report.events += scanner.seq + 1
     for seq in sorted(expected):
         report.problems.append(
-            Problem(str(paths.events), reader.seq + 2,
-                    f"chain ends at seq {reader.seq}, before the expected head {seq}: "
-                    "events were cut off", f"{seq}:{expected[seq]}", f"{reader.seq}:{reader.head}")
+            Problem(str(paths.events), scanner.seq + 2,
+                    f"chain ends at seq {scanner.seq}, before the expected head {seq}: "
+                    "events were cut off", f"{seq}:{expected[seq]}",
+                    f"{scanner.seq}:{scanner.head}")
         )  # fmt: skip
     return links
 
 
-def _note_project_event(
-    record: ProjectRecord, links: dict[str, _Links], expected: dict[int, str], paths: ProjectPaths
+def _note_project_events(
+    checked: Checked[ProjectLine],
+    links: dict[str, _Links],
+    expected: dict[int, str],
+    paths: ProjectPaths,
 ) -> None:
-    seq, head = record.seq, record.event_hash
-    want = expected.pop(seq, None)
-    if want is not None and want != head:
-        raise ChainBroken(paths.events, seq + 1, "event differs from the expected head: the "
-                          "chain was rewritten", want, head)  # fmt: skip
-    body = record.body
-    if isinstance(body, TaskEventLinked):
+    records = checked.records
+    first = records[0].seq
+    for seq in [s for s in expected if first <= s < first + len(records)]:
+        want, head = expected.pop(seq), records[seq - first].event_hash
+        if want != head:
+            raise ChainBroken(paths.events, seq + 1, "event differs from the expected head: "
+                              "the chain was rewritten", want, head)  # fmt: skip
+    touched: list[_Links] = []
+    for record in records:
+        body = record.body
+        if type(body) is not Link:
+            continue
         link = links.get(body.task_id)
-        if link is None:
-            link = links[body.task_id] = _Links(first_line=seq + 1)
-        if body.task_seq != link.count:
-            raise ChainBroken(paths.events, seq + 1, f"link to task {body.task_id!r} out of "
-                              "order", str(link.count), str(body.task_seq))  # fmt: skip
+        if link is None or body.task_seq != link.count:
+            link = _check_link(links, body, record.seq, paths)
+        if not link.keys:
+            touched.append(link)
         link.count += 1
-        link.digest.update(_link_key(body.task_event_hash, seq))
+        link.keys.append(f"{body.task_event_hash}{record.seq}\n")  # `_link_key`
+    for link in touched:
+        link.digest.update("".join(link.keys).encode())
+        link.keys.clear()
+
+
+def _check_link(links: dict[str, _Links], body: Link, seq: int, paths: ProjectPaths) -> _Links:
+    """The links of a task seen for the first time, or the problem with this link."""
+    task_id = body.task_id
+    link = links.get(task_id)
+    if link is None:
+        if not is_safe_id(task_id):
+            raise ChainBroken(paths.events, seq + 1, f"links to an invalid task id {task_id!r}")
+        link = links[task_id] = _Links(first_line=seq + 1)
+    if body.task_seq != link.count:
+        raise ChainBroken(paths.events, seq + 1, f"link to task {task_id!r} out of "
+                          "order", str(link.count), str(body.task_seq))  # fmt: skip
+    return link
 
 
 def _verify_task(
@@ -215,34 +253,29 @@ def _verify_task(
 ) -> None:
     path = paths.task_events(task_id)
     identity = {"project_id": manifest.chain_project_id, "task_id": task_id}
-    reader = ChainReader(path, TaskRecord, identity)
+    scanner = ChainScanner(path, TaskRecord, TaskLine, identity)
     digest = hashlib.sha256()
     state = TaskState()
     count = 0
     unlinked_from = 0
+    last_linked = project_head_seq if project_head_seq is not None else MAX_SAFE_INT
     try:
-        for record in _walk(reader, path, dirty, report):
-            lineno = record.seq + 1
-            if project_head_seq is not None and record.project_seq > project_head_seq:
-                if not dirty:
-                    raise ChainBroken(path, lineno, "task event is not linked from the project "
-                                      "chain (project chain cut short?)")  # fmt: skip
-                unlinked_from = unlinked_from or lineno
-                continue
-            if unlinked_from:
-                raise ChainBroken(path, lineno, "linked event after an unlinked one")
-            try:
-                state = advance(state, task_id, record.body)
-            except EventRejected as exc:
-                raise ChainBroken(path, lineno, f"breaks the task rules: {exc}") from None
-            recorded = (record.pointer, record.attempt_open, record.closed)
-            if recorded != (state.pointer, state.attempt_open, state.closed):
-                raise ChainBroken(
-                    path, lineno, "recorded task state differs from the replayed one",
-                    str((state.pointer, state.attempt_open, state.closed)), str(recorded),
-                )  # fmt: skip
-            digest.update(_link_key(record.event_hash, record.project_seq))
-            count += 1
+        for checked in _walk(scanner, dirty, report):
+            records = checked.records
+            project_seqs = list(map(_project_seq, records))
+            error = None
+            if unlinked_from or max(project_seqs) > last_linked:
+                linked, error = _split_linked(records, path, last_linked, dirty, unlinked_from)
+                if linked < len(records):
+                    unlinked_from = unlinked_from or records[linked].seq + 1
+                    records = records[:linked]
+                    project_seqs = project_seqs[:linked]
+            state = _replay(records, state, task_id, path)
+            hashes = map(_event_hash, records)
+            digest.update("".join(map(_link_key, hashes, project_seqs)).encode())
+            count += len(records)
+            if error is not None:
+                raise error
     except ChainBroken as exc:
         report.problems.append(Problem.of(exc))
         return
@@ -251,15 +284,55 @@ def _verify_task(
             f"{path}:{unlinked_from}: task events from here were never linked from the project "
             "chain (unacknowledged; moved to quarantine on next open)"
         )
-    report.events += reader.seq + 1
-    if reader.seq >= 0:
-        report.task_heads[task_id] = Head(reader.seq, reader.head)
+    report.events += scanner.seq + 1
+    if scanner.seq >= 0:
+        report.task_heads[task_id] = Head(scanner.seq, scanner.head)
     if project_head_seq is None:
         return
     linked = links.count if links else 0
     if linked == count and (links is None or links.digest.digest() == digest.digest()):
         return
     report.problems.append(_locate(paths, task_id, count))
+
+
+def _split_linked(
+    records: list[TaskLine], path: Path, last_linked: int, dirty: bool, unlinked_before: int
+) -> tuple[int, ChainBroken | None]:
+    """How many of `records` are linked from the project chain, and the problem with the rest
+    if any: only the end of a chain may be unlinked, and only while the journal holds lines."""
+    linked = 0
+    if not unlinked_before:
+        while linked < len(records) and records[linked].project_seq <= last_linked:
+            linked += 1
+    for record in records[linked:]:
+        lineno = record.seq + 1
+        if record.project_seq <= last_linked:
+            return linked, ChainBroken(path, lineno, "linked event after an unlinked one")
+        if not dirty:
+            return linked, ChainBroken(path, lineno, "task event is not linked from the project "
+                                       "chain (project chain cut short?)")  # fmt: skip
+    return linked, None
+
+
+def _replay(records: list[TaskLine], state: TaskState, task_id: str, path: Path) -> TaskState:
+    """Replay the task rules over `records`: each must be allowed, and its recorded state
+    (`pointer`, `attempt_open`, `closed`) must be the replayed one."""
+    for record in records:
+        try:
+            state = advance(state, task_id, record.body)
+        except EventRejected as exc:
+            raise ChainBroken(path, record.seq + 1, f"breaks the task rules: {exc}") from None
+        if (
+            record.pointer != state.pointer
+            or record.attempt_open is not state.attempt_open
+            or record.closed is not state.closed
+        ):
+            raise ChainBroken(
+                path, record.seq + 1, "recorded task state differs from the replayed one",
+                str((state.pointer, state.attempt_open, state.closed)),
+                str((record.pointer, record.attempt_open, record.closed)),
+            )  # fmt: skip
+    return state
 
 
 def read_head(reader: ChainReader[ProjectRecord] | ChainReader[TaskRecord]) -> Head:

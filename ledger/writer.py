@@ -1,19 +1,26 @@
 """The ledger's one writer: many producers, one task that owns the files, group commit.
 
-Producers call `append_task_event` / `append_project_event` from any number of tasks. Each
-request goes through a memory stream to the writer task, which takes everything queued (a
-batch), checks each event against its task's state, seals it into a line, and commits the batch:
+Producers call `append_task_event` / `append_project_event` from any number of tasks. A body is
+checked where it is submitted: encoded to its canonical bytes once, and those bytes decoded with
+the event's strict type (Structs built in Python skip msgspec's checks, and the writer must never
+write a line that verify would refuse). The request then waits in a queue; the writer task takes
+up to `MAX_BATCH` queued requests (a batch), checks each event against its task's state, seals
+it into a line around the body bytes already checked, and commits the batch:
 
 1. all its lines (task lines, then project lines: one `task_event` link per task event) are
-   appended to the journal, which durable mode fsyncs: one fsync per batch, however many task
-   files the batch touches;
-2. the waiting producers are resolved;
-3. the lines are appended to their chain files behind the journal (no fsync; the journal can
+   appended to the journal in one write;
+2. durable mode leaves the fsync to the syncer tasks, which run it in a worker thread: one
+   fsync serves every batch written before it started, however many task files they touch, and
+   up to `MAX_SYNCS` run at once. The writer seals the next batch meanwhile;
+3. once its fsync is done (buffered mode: at once) a batch is complete: its producers are
+   resolved, and its lines go to the chain files behind the journal (no fsync; the journal can
    redo them), once 1 MiB has gathered or the writer has been idle for 10 ms.
 
-Chain files are fsynced at checkpoints, after which the journal is emptied (ledger/journal.py);
-ledger/recovery.py redoes the journal after a crash. Buffered mode skips every fsync: a crash of
-the process (SIGKILL) still loses nothing acknowledged, a crash of the machine may.
+Producers of one batch share one event: a producer costs one wake-up, not a stream message and
+an event of its own. Chain files are fsynced at checkpoints, after which the journal is emptied
+(ledger/journal.py); ledger/recovery.py redoes the journal after a crash. Buffered mode skips
+every fsync: a crash of the process (SIGKILL) still loses nothing acknowledged, a crash of the
+machine may.
 """
 
 from __future__ import annotations
@@ -21,16 +28,16 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import anyio
 import msgspec
 import structlog
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from protocol import is_safe_id
 from protocol.ledger_events import (
     GENESIS_HASH,
     PROJECT_EVENT_TYPES,
@@ -38,16 +45,14 @@ from protocol.ledger_events import (
     ProjectCreated,
     ProjectRecord,
     RecoveredTornTail,
-    TaskEvent,
     TaskEventLinked,
-    TaskRecord,
 )
 
 from .canonical import canonical
-from .chain import seal
+from .chain import seal, seal_link_line, seal_project_line, seal_task_line
 from .errors import (
-    EventRejected,
     InvalidEvent,
+    InvalidLedgerId,
     LedgerDamaged,
     LedgerError,
     LedgerExists,
@@ -72,14 +77,26 @@ from .verify import Head
 Mode = Literal["durable", "buffered"]
 FLUSH_BYTES = 1024 * 1024
 FLUSH_AFTER_S = 0.01
-_FLUSH = object()  # a request body: bring the chain files up to date
-MAX_BATCH = 4096
+# A batch holds at most this many requests: with more producers waiting, several batches, and
+# the writer seals one while the journal's fsync for another runs (up to MAX_SYNCS at once).
+# Smaller batches would overlap more of the fsync with 64 producers, but each fsync costs the
+# event loop a round trip to a worker thread: measured here, that costs more than it hides
+# (docs/performance.md).
+MAX_BATCH = 64
+MAX_SYNCS = 2
 QUEUE_SIZE = 8192
 OPEN_FILES = 256
 
 log = structlog.get_logger("ledger")
 _project_decoder = msgspec.json.Decoder(ProjectRecord)
-_task_decoder = msgspec.json.Decoder(TaskRecord)
+
+
+def _decoders(types: tuple[type[Any], ...]) -> dict[type[Any], msgspec.json.Decoder[Any]]:
+    return {t: msgspec.json.Decoder(t) for t in types}
+
+
+_TASK_BODIES = _decoders(TASK_EVENT_TYPES)
+_PROJECT_BODIES = _decoders(tuple(t for t in PROJECT_EVENT_TYPES if t is not TaskEventLinked))
 
 
 class Appended(msgspec.Struct, frozen=True):
@@ -92,13 +109,53 @@ class Appended(msgspec.Struct, frozen=True):
     task_id: str | None = None
 
 
-@dataclass(eq=False)
 class _Request:
-    task_id: str | None
-    body: Any
-    done: anyio.Event = field(default_factory=anyio.Event)
-    result: Appended | None = None
-    error: LedgerError | None = None
+    """One append (or, with `body` None, a flush) and, once its batch is complete, its
+    outcome."""
+
+    __slots__ = ("body", "data", "error", "result", "task_id")
+
+    def __init__(self, task_id: str | None, body: Any, data: bytes) -> None:
+        self.task_id = task_id
+        self.body = body
+        self.data = data
+        self.result: Appended | None = None
+        self.error: LedgerError | None = None
+
+
+class _Batch:
+    """Requests taken together, their lines, and the event their producers wait on."""
+
+    __slots__ = (
+        "done", "flush", "head", "number", "project_lines", "requests", "task_lines", "tasks",
+    )  # fmt: skip
+
+    def __init__(self, requests: list[_Request]) -> None:
+        self.requests = requests
+        self.done = anyio.Event()
+        self.flush = False
+        self.task_lines: dict[str, list[bytes]] = {}
+        self.project_lines: list[bytes] = []
+        self.tasks: dict[str, TaskState] = {}
+        self.head: Head | None = None
+        self.number = 0
+
+
+def _checked_body(
+    body: Any, decoders: dict[type[Any], msgspec.json.Decoder[Any]]
+) -> tuple[Any, bytes]:
+    """`body` as its strict type decodes its canonical bytes, and those bytes. From here on the
+    writer uses the decoded copy: its values are what the line will say, with their exact types
+    (an `int` that is not a `bool`, an enum member), whatever the caller built."""
+    decoder = decoders.get(type(body))
+    if decoder is None:
+        raise InvalidEvent(f"{type(body).__name__} is not an event one may append here")
+    data = canonical(body)
+    try:
+        return decoder.decode(data), data
+    except msgspec.DecodeError as exc:
+        # Name the field as it sits in the record: `$.body.result`, not `$.result`.
+        raise InvalidEvent(f"invalid event: {str(exc).replace('`$', '`$.body', 1)}") from None
 
 
 def utc_now() -> str:
@@ -117,8 +174,10 @@ class Ledger:
         self.paths = paths
         self.manifest = manifest
         self.mode: Mode = mode
-        self._head = head
-        self._tasks: dict[str, TaskState] = {}
+        self._head = head  # as of the last complete batch
+        self._tasks: dict[str, TaskState] = {}  # likewise
+        self._sealed_head = head  # as of the last batch sealed (ahead while an fsync runs)
+        self._sealed_tasks: dict[str, TaskState] = {}
         self._open_at = head.seq
         self._fds: dict[str, int] = {}
         self._dirty: set[str] = set()
@@ -129,30 +188,53 @@ class Ledger:
         self._journal: Journal | None = None
         self._project_fd = -1
         self._failed: LedgerError | None = None
-        self._send: MemoryObjectSendStream[_Request] | None = None
+        # Producers -> writer.
+        self._queued: deque[_Batch] = deque()  # the last one takes requests until it is full
+        self._wake_writer = anyio.Event()
+        self._writer_waits = False
+        # Events are made only when someone is about to wait on them (each costs microseconds,
+        # and most batches have no one waiting on these three).
+        self._queue_taken: anyio.Event | None = None
+        self._closed = True  # until the writer runs
+        # Durable mode: batches journaled and waiting for an fsync to cover them, in order.
+        self._wake_syncers: anyio.Event | None = None
+        self._idle_syncers = 0
+        self._syncers_stop = False
+        self._waiting: deque[_Batch] = deque()
+        self._written = 0  # batches journaled so far (a batch's number is its place)
+        self._covered = 0  # batches written before the latest fsync started
+        self._syncs_running = 0
+        self._synced: anyio.Event | None = None
 
     # --- producers ---------------------------------------------------------------------------
 
     async def append_task_event(self, task_id: str, body: Any) -> Appended:
         """Append a task event; returns once it is committed (durable mode: on disk)."""
-        safe_id("task id", task_id)
-        if not isinstance(body, TASK_EVENT_TYPES):
-            raise InvalidEvent(f"{type(body).__name__} is not a task event")
-        return await self._submit(_Request(task_id, body))
+        if task_id not in self._tasks:  # those are checked already
+            safe_id("task id", task_id)
+        return await self._submit(_Request(task_id, *_checked_body(body, _TASK_BODIES)))
 
     async def append_project_event(self, body: Any) -> Appended:
-        if not isinstance(body, PROJECT_EVENT_TYPES) or isinstance(body, TaskEventLinked):
-            raise InvalidEvent(f"{type(body).__name__} is not a project event one may append")
-        return await self._submit(_Request(None, body))
+        return await self._submit(_Request(None, *_checked_body(body, _PROJECT_BODIES)))
 
     async def _submit(self, request: _Request) -> Appended:
-        if self._send is None:
+        queued = self._queued
+        while len(queued) >= QUEUE_SIZE // MAX_BATCH and not self._closed:
+            if self._queue_taken is None:
+                self._queue_taken = anyio.Event()
+            await self._queue_taken.wait()
+        if self._closed:
             raise LedgerError("ledger is closed")
-        try:
-            self._send.send_nowait(request)  # the wait below is the checkpoint
-        except anyio.WouldBlock:
-            await self._send.send(request)
-        await request.done.wait()
+        if queued and len(queued[-1].requests) < MAX_BATCH:
+            batch = queued[-1]
+            batch.requests.append(request)
+        else:
+            batch = _Batch([request])
+            queued.append(batch)
+        if self._writer_waits:
+            self._writer_waits = False
+            self._wake_writer.set()
+        await batch.done.wait()
         if request.error is not None:
             raise request.error
         assert request.result is not None
@@ -166,7 +248,8 @@ class Ledger:
         return self._head
 
     def task_state(self, task_id: str) -> TaskState:
-        """A task's state, read from its last line the first time it is asked for (O(1))."""
+        """A task's state as of the last committed batch, read from its last line the first
+        time it is asked for (O(1))."""
         state = self._tasks.get(task_id)
         if state is None:
             chain_id = self.manifest.chain_project_id
@@ -179,145 +262,230 @@ class Ledger:
     async def flush(self) -> None:
         """Return once every chain file holds everything committed so far (the writer writes
         them behind the journal); for readers of the files in this process, such as export."""
-        await self._submit(_Request(None, _FLUSH))
+        await self._submit(_Request(None, None, b""))
 
-    async def _run(self, receive: MemoryObjectReceiveStream[_Request]) -> None:
-        async with receive:
-            while True:
-                try:
-                    if self._pending_bytes:
-                        # Idle: bring the chain files up to date for other readers.
-                        with anyio.move_on_after(FLUSH_AFTER_S) as idle:
-                            first = await receive.receive()
-                        if idle.cancelled_caught:
-                            self._flush_chains()
-                            continue
-                    else:
-                        first = await receive.receive()
-                except anyio.EndOfStream:
-                    return
-                batch = [first]
-                while len(batch) < MAX_BATCH:
-                    try:
-                        batch.append(receive.receive_nowait())
-                    except (anyio.WouldBlock, anyio.EndOfStream):
-                        break
-                try:
-                    # A batch is committed whole or not started: cancelling the writer
+    async def _run(self) -> None:
+        """The writer task: takes batches, seals them, writes them to the journal."""
+        async with anyio.create_task_group() as syncers:
+            if self.mode == "durable":
+                for _ in range(MAX_SYNCS):
+                    syncers.start_soon(self._syncer)
+            try:
+                while True:
+                    if not self._queued:
+                        if self._closed:
+                            break
+                        self._wake_writer = anyio.Event()
+                        self._writer_waits = True
+                        if self._pending_bytes:
+                            # Idle: bring the chain files up to date for other readers.
+                            with anyio.move_on_after(FLUSH_AFTER_S) as idle:
+                                await self._wake_writer.wait()
+                            if idle.cancelled_caught:
+                                self._flush_chains()
+                        else:
+                            await self._wake_writer.wait()
+                        continue
+                    batch = self._queued.popleft()
+                    _set(self._queue_taken)
+                    self._queue_taken = None
+                    self._seal(batch)
+                    # A batch is written whole or not started: cancelling the writer
                     # mid-batch would leave what a crash leaves.
                     with anyio.CancelScope(shield=True):
-                        await self._commit(batch)
-                finally:
-                    for request in batch:
-                        request.done.set()
-                if self._journal is not None and self._journal.size >= CHECKPOINT_BYTES:
-                    with anyio.CancelScope(shield=True):
-                        await self._checkpoint()
+                        self._write(batch)
+                        if self._journal is not None and self._journal.size >= CHECKPOINT_BYTES:
+                            await self._drain()
+                            if self._failed is None:
+                                await self._checkpoint()
+                    if self._queued:
+                        await anyio.lowlevel.checkpoint()  # let the fsync for it start
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self._drain()
+                self._syncers_stop = True
+                _set(self._wake_syncers)
 
-    async def _commit(self, batch: list[_Request]) -> None:
+    def _seal(self, batch: _Batch) -> None:
+        """Check each request against its task's state and seal it into lines."""
         if self._failed is not None:
-            for request in batch:
+            for request in batch.requests:
                 request.error = self._failed
             return
-        flushes = [request for request in batch if request.body is _FLUSH]
-        if flushes:
-            batch = [request for request in batch if request.body is not _FLUSH]
         chain_id = self.manifest.chain_project_id
         ts = utc_now()
-        seq, head = self._head.seq, self._head.hash
-        staged: dict[str, TaskState] = {}
-        task_lines: dict[str, list[bytes]] = {}
-        project_lines: list[bytes] = []
-        accepted: list[_Request] = []
-        for request in batch:
+        seq, head = self._sealed_head.seq, self._sealed_head.hash
+        staged = batch.tasks
+        task_lines = batch.task_lines
+        project_lines = batch.project_lines
+        for request in batch.requests:
+            task_id = request.task_id
             try:
-                if request.task_id is None:
-                    record, line = seal(
-                        ProjectRecord(project_id=chain_id, seq=seq + 1, ts=ts,
-                                      prev_event_hash=head, body=request.body),
-                        _project_decoder,
-                    )  # fmt: skip
-                    request.result = Appended(record.seq, record.event_hash, record.seq)
-                else:
-                    task_id = request.task_id
-                    state = staged.get(task_id) or self.task_state(task_id)
-                    try:
-                        after = advance(state, task_id, request.body)
-                    except EventRejected:
-                        _check_body(request.body)  # an invalid event says so first
-                        raise
-                    task_record, task_line = seal(
-                        TaskRecord(
-                            project_id=chain_id, task_id=task_id, seq=state.seq + 1, ts=ts,
-                            prev_event_hash=state.head or GENESIS_HASH, project_seq=seq + 1,
-                            pointer=after.pointer, attempt_open=after.attempt_open,
-                            closed=after.closed, body=request.body,
-                        ),
-                        _task_decoder,
-                    )  # fmt: skip
-                    link = TaskEventLinked(
-                        task_id, task_record.seq, task_record.event_hash, event_type(request.body)
+                if task_id is None:
+                    if request.body is None:
+                        batch.flush = True
+                        continue
+                    head, line = seal_project_line(
+                        request.data, prev_event_hash=head, project_id=chain_id, seq=seq + 1, ts=ts
                     )
-                    record, line = seal(
-                        ProjectRecord(project_id=chain_id, seq=seq + 1, ts=ts,
-                                      prev_event_hash=head, body=link),
-                        None,  # built from the checked task record alone
+                    request.result = Appended(seq + 1, head, seq + 1)
+                else:
+                    state = staged.get(task_id) or self._sealed_tasks.get(task_id)
+                    if state is None:
+                        state = self.task_state(task_id)
+                    after = advance(state, task_id, request.body)
+                    task_seq = state.seq + 1
+                    task_hash, task_line = seal_task_line(
+                        request.data, attempt_open=after.attempt_open, closed=after.closed,
+                        pointer=after.pointer, prev_event_hash=state.head or GENESIS_HASH,
+                        project_id=chain_id, project_seq=seq + 1, seq=task_seq, task_id=task_id,
+                        ts=ts,
+                    )  # fmt: skip
+                    head, line = seal_link_line(
+                        task_id, task_seq, task_hash, event_type(request.body),
+                        prev_event_hash=head, project_id=chain_id, seq=seq + 1, ts=ts,
                     )  # fmt: skip
                     staged[task_id] = TaskState(
-                        task_record.seq, task_record.event_hash, after.pointer,
-                        after.attempt_open, after.closed,
-                    )  # fmt: skip
-                    task_lines.setdefault(task_id, []).append(task_line)
-                    request.result = Appended(
-                        task_record.seq, task_record.event_hash, record.seq, task_id
+                        task_seq, task_hash, after.pointer, after.attempt_open, after.closed
                     )
+                    lines = task_lines.get(task_id)
+                    if lines is None:
+                        task_lines[task_id] = [task_line]
+                    else:
+                        lines.append(task_line)
+                    request.result = Appended(task_seq, task_hash, seq + 1, task_id)
             except LedgerError as exc:
                 request.error = exc
-                request.result = None
                 continue
             except (TypeError, ValueError, AttributeError) as exc:
-                # A body built with wrong field types: refuse it, keep the writer alive.
+                # Not expected after the body's check; refuse the event, keep the writer alive.
                 request.error = InvalidEvent(f"invalid event: {exc}")
-                request.result = None
                 continue
-            seq, head = record.seq, record.event_hash
+            seq += 1
             project_lines.append(line)
-            accepted.append(request)
+        batch.head = Head(seq, head)
+        self._sealed_head = batch.head
+        self._sealed_tasks.update(staged)
+
+    def _write(self, batch: _Batch) -> None:
+        """Journal the batch; complete it now (buffered mode, or nothing to write) or once an
+        fsync that started after its write has returned."""
+        if batch.project_lines and self._failed is None:
+            assert self._journal is not None
+            lines = [line for group in batch.task_lines.values() for line in group]
+            try:
+                self._journal.append(b"".join([*lines, *batch.project_lines, COMMIT]))
+            except OSError as exc:
+                self._fail(exc)
+        if self.mode == "buffered" or not (batch.project_lines or batch.flush):
+            self._complete(batch)
+            return
+        # A flush, or a batch after a failure, too: each completes after the ones before it.
+        self._written += 1
+        batch.number = self._written
+        self._waiting.append(batch)
+        if self._idle_syncers:
+            _set(self._wake_syncers)
+            self._wake_syncers = None
+
+    async def _syncer(self) -> None:
+        """One of `MAX_SYNCS` tasks (durable mode) that fsync the journal for the batches
+        written while the writer goes on: several, so that a batch waits for one fsync, not for
+        the one before it as well."""
+        while True:
+            if self._covered < self._written:
+                await self._sync()
+            elif self._syncers_stop:
+                return
+            else:
+                self._idle_syncers += 1
+                if self._wake_syncers is None:
+                    self._wake_syncers = anyio.Event()
+                try:
+                    await self._wake_syncers.wait()
+                finally:
+                    self._idle_syncers -= 1
+
+    async def _sync(self) -> None:
+        """fsync the journal, then complete every batch written before the fsync started.
+        Shielded whole: a batch is either complete or still waiting, never half done."""
+        self._syncs_running += 1
         try:
-            if project_lines:
-                await self._write(task_lines, project_lines)
-            if flushes:
-                self._flush_chains()
-        except OSError as exc:
+            with anyio.CancelScope(shield=True):
+                upto = self._covered = self._written
+                if self._failed is None:
+                    assert self._journal is not None
+                    try:
+                        await anyio.to_thread.run_sync(self._journal.sync)
+                    except OSError as exc:
+                        self._fail(exc)
+                while self._waiting and self._waiting[0].number <= upto:
+                    self._complete(self._waiting.popleft())
+        finally:
+            self._syncs_running -= 1
+            _set(self._synced)
+            self._synced = None
+
+    async def _drain(self) -> None:
+        """Return once every batch written so far is complete (syncing here if no syncer is
+        at it, as when the syncers were cancelled)."""
+        while self._waiting:
+            if self._syncs_running:
+                if self._synced is None:
+                    self._synced = anyio.Event()
+                await self._synced.wait()
+            else:
+                await self._sync()
+
+    def _complete(self, batch: _Batch) -> None:
+        """The batch is durable (or failed): hand its lines to the chain files, publish the
+        new state and wake its producers."""
+        try:
+            if self._failed is not None:
+                for request in batch.requests:
+                    request.result = None
+                    request.error = request.error or self._failed
+                return
+            if batch.project_lines:
+                pending = self._pending_tasks
+                size = 0
+                for task_id, group in batch.task_lines.items():
+                    lines = pending.get(task_id)
+                    if lines is None:
+                        pending[task_id] = group
+                    else:
+                        lines.extend(group)
+                    size += sum(map(len, group))
+                self._pending_project.extend(batch.project_lines)
+                self._pending_bytes += size + sum(map(len, batch.project_lines))
+                self._tasks.update(batch.tasks)
+                assert batch.head is not None
+                self._head = batch.head
+            if batch.flush or self._pending_bytes >= FLUSH_BYTES:
+                try:
+                    self._flush_chains()
+                except OSError as exc:
+                    self._fail(exc)
+                    for request in batch.requests:
+                        request.result = None
+                        request.error = self._failed
+                    return
+            if batch.flush:
+                for request in batch.requests:
+                    if request.body is None:
+                        request.result = Appended(self._head.seq, self._head.hash, self._head.seq)
+        finally:
+            batch.done.set()
+
+    def _fail(self, exc: OSError) -> None:
+        if self._failed is None:
             self._failed = WriterFailed(f"writing the ledger failed: {exc}; reopen to recover")
             log.error("ledger.write_failed", project_id=self.paths.project_id, error=str(exc))
-            for request in accepted + flushes:
-                request.error = self._failed
-            return
-        if project_lines:
-            self._tasks.update(staged)
-            self._head = Head(seq, head)
-        for request in flushes:
-            request.result = Appended(seq, head, seq)
-
-    async def _write(self, task_lines: dict[str, list[bytes]], project_lines: list[bytes]) -> None:
-        assert self._journal is not None
-        lines = [line for group in task_lines.values() for line in group]
-        self._journal.append(b"".join([*lines, *project_lines, COMMIT]))
-        if self.mode == "durable":
-            await anyio.to_thread.run_sync(self._journal.sync)
-        # The chain files are written behind the journal, in fewer and larger writes: when
-        # enough has gathered, when the writer is idle, before a checkpoint, on `flush`.
-        pending = self._pending_tasks
-        for task_id, group in task_lines.items():
-            pending.setdefault(task_id, []).extend(group)
-        self._pending_project.extend(project_lines)
-        self._pending_bytes += sum(map(len, lines)) + sum(map(len, project_lines))
-        if self._pending_bytes >= FLUSH_BYTES:
-            self._flush_chains()
 
     def _flush_chains(self) -> None:
         # Task files before the project file, as a crash image must show (links after events).
+        if not self._pending_bytes:
+            return
         for task_id, lines in self._pending_tasks.items():
             write_all(self._task_fd(task_id), b"".join(lines))
             self._dirty.add(task_id)
@@ -362,9 +530,10 @@ class Ledger:
 
     def _close_queue(self) -> None:
         """No more requests: the writer commits what is queued, then ends."""
-        if self._send is not None:
-            self._send.close()
-            self._send = None
+        self._closed = True
+        self._writer_waits = False
+        self._wake_writer.set()
+        _set(self._queue_taken)
 
     def _close_files(self) -> None:
         for fd in self._fds.values():
@@ -377,14 +546,9 @@ class Ledger:
             self._journal.close()
 
 
-_task_body_decoder = msgspec.json.Decoder(TaskEvent)
-
-
-def _check_body(body: Any) -> None:
-    try:
-        _task_body_decoder.decode(canonical(body))
-    except msgspec.DecodeError as exc:
-        raise InvalidEvent(f"invalid event: {exc}") from None
+def _set(event: anyio.Event | None) -> None:
+    if event is not None:
+        event.set()
 
 
 async def _fsync_all(fds: list[int]) -> None:
@@ -464,9 +628,8 @@ async def open_ledger(
         manifest = read_manifest(paths)
         ledger, found = _recover(paths, manifest, mode)
         async with anyio.create_task_group() as tg:
-            send, receive = anyio.create_memory_object_stream[_Request](QUEUE_SIZE)
-            ledger._send = send
-            tg.start_soon(ledger._run, receive)
+            ledger._closed = False
+            tg.start_soon(ledger._run)
             try:
                 for event in found:
                     await ledger.append_project_event(event)
@@ -492,6 +655,9 @@ def _recover(
     first, quarantining only what was never acknowledged."""
     found: list[RecoveredTornTail] = []
     chain_id = manifest.chain_project_id
+    if not is_safe_id(chain_id):
+        # The writer places it in every line unescaped: it must be what a line may hold.
+        raise InvalidLedgerId(f"{paths.manifest}: chain_project_id {chain_id!r} is not a safe id")
     tasks: dict[str, TaskState] = {}
     if pending(paths.journal):
         head, tasks = recover(paths, chain_id, found)

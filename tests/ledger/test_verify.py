@@ -186,3 +186,50 @@ def test_task_without_links_and_links_without_task(project: ProjectPaths) -> Non
     (project.task_events("T-2")).rename(project.tasks / "T-2" / "moved.jsonl")
     report = verify_project(project)
     assert any("T-2" in p.reason or "T-2" in p.path for p in report.problems)
+
+
+def test_invalid_utf8_is_a_problem_at_its_line_not_a_crash(project: ProjectPaths) -> None:
+    path = project.task_events("T-1")
+    lines = read_lines(path)
+    lines[2] = lines[2].replace(b'"attempt_open"', b'"\xe2ttempt_open"', 1)
+    write_lines(path, lines)
+    path_s, line, reason = only_problem(verify_project(project))
+    assert (path_s, line) == (str(path), 3) and "not a valid record" in reason
+
+
+def test_timestamp_with_digits_of_another_script_is_found(project: ProjectPaths) -> None:
+    path = project.task_events("T-0")
+    lines = read_lines(path)
+    record = msgspec.json.decode(lines[1], type=TaskRecord)
+    odd = record.ts[:3] + "\u0663" + record.ts[4:]  # ARABIC-INDIC DIGIT THREE: still 27 chars
+    lines[1] = lines[1].replace(record.ts.encode(), odd.encode())
+    write_lines(path, rechain(lines, TaskRecord))
+    path_s, line, reason = only_problem(verify_project(project))
+    assert (path_s, line) == (str(path), 2) and "RFC 3339" in reason
+
+
+def test_link_to_an_unsafe_task_id_is_found_at_its_line(project: ProjectPaths) -> None:
+    lines = read_lines(project.events)
+    at = next(i for i, ln in enumerate(lines) if b'"task_id":"T-1"' in ln)
+    lines[at] = lines[at].replace(b'"task_id":"T-1"', b'"task_id":"../T-1"')
+    # A forger's tools need not refuse what our types do: re-hash with json and sha256 alone.
+    head = GENESIS_HASH
+    for i, line in enumerate(lines):
+        obj = json.loads(line)
+        obj.pop("event_hash")
+        obj["prev_event_hash"] = head
+        text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        obj["event_hash"] = head = hashlib.sha256(text.encode()).hexdigest()
+        lines[i] = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+    write_lines(project.events, lines)
+    report = verify_project(project)
+    assert report.problems[0].path == str(project.events)
+    assert report.problems[0].line == at + 1
+
+
+@pytest.mark.parametrize("extra", [b"\n", b" \n", b"{}\n"], ids=["empty", "blank", "object"])
+def test_a_stray_line_is_found_at_its_line(project: ProjectPaths, extra: bytes) -> None:
+    path = project.task_events("T-2")
+    lines = read_lines(path)
+    write_lines(path, [*lines[:2], extra, *lines[2:]])
+    assert only_problem(verify_project(project))[:2] == (str(path), 3)

@@ -22,7 +22,7 @@ from ledger.errors import (
 )
 from ledger.store import ProjectPaths
 from ledger.verify import verify_project
-from ledger.writer import Appended, open_ledger
+from ledger.writer import Appended, Ledger, open_ledger
 from protocol import AttemptKind, AttemptPointer
 from protocol.ledger_events import (
     AttemptInterrupted,
@@ -335,3 +335,41 @@ async def test_chain_files_catch_up_when_the_writer_is_idle(tmp_path: Path) -> N
         await ledger.append_task_event("T", attempt(0, 1))
         await ledger.flush()
         assert len((await anyio.Path(path).read_bytes()).splitlines()) == 2
+
+
+async def test_only_the_event_types_themselves_are_accepted(tmp_path: Path) -> None:
+    class Sneaky(AttemptInterrupted, frozen=True):  # the writer dispatches on exact types
+        pass
+
+    async with open_ledger(tmp_path, PROJECT, create=True, mode="buffered") as ledger:
+        with pytest.raises(InvalidEvent, match="Sneaky"):
+            await ledger.append_task_event("T", Sneaky(r=0, s=0, reason="x"))
+        assert ledger.task_state("T").seq == -1
+
+
+def test_manifest_with_an_unsafe_chain_id_is_refused_at_open(project_root: Path) -> None:
+    paths = ProjectPaths.of(project_root, PROJECT)
+    manifest = paths.manifest.read_bytes()
+    paths.manifest.write_bytes(manifest.replace(b'"chain_project_id": "proj"',
+                                                b'"chain_project_id": "p\\"x"'))  # fmt: skip
+    assert paths.manifest.read_bytes() != manifest
+    with pytest.raises(InvalidLedgerId, match="chain_project_id"):
+        reopen(paths)
+
+
+async def test_durable_appends_from_many_producers_are_flushed_in_order(tmp_path: Path) -> None:
+    # More producers than a batch holds: several batches, their fsyncs overlapping.
+    async def producer(ledger: Ledger, task: str) -> None:
+        for s in range(5):
+            await ledger.append_task_event(task, attempt(0, s))
+
+    async with open_ledger(tmp_path, PROJECT, create=True) as ledger:
+        async with anyio.create_task_group() as tg:
+            for n in range(100):
+                tg.start_soon(producer, ledger, f"T-{n}")
+        await ledger.flush()
+        assert ledger.head.seq == 500
+        assert len(ledger.paths.events.read_bytes().splitlines()) == 501
+    report = verify_project(ProjectPaths.of(tmp_path, PROJECT))
+    assert report.ok, report.problems
+    assert {h.seq for h in report.task_heads.values()} == {4}
