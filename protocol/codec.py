@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
+import msgspec.inspect as mi
 
 from .errors import ProtocolError
 from .ids import ID_PATTERN
@@ -18,6 +19,7 @@ from .ids import ID_PATTERN
 T = TypeVar("T")
 
 _AT_PATH = re.compile(r"^(?P<reason>.*?) - at `(?P<path>\$[^`]*)`(?P<rest>.*)$", re.DOTALL)
+_PATH_STEP = re.compile(r"\.(?P<field>[^.\[]+)|\[(?P<index>[^\]]*)\]")
 _encoder = msgspec.json.Encoder()
 # Regex failures are unreadable; say what the pattern means instead.
 _FRIENDLY_PATTERNS = {
@@ -45,13 +47,48 @@ def _split_message(message: str) -> tuple[str, str]:
     return _FRIENDLY_PATTERNS.get(reason, reason), path
 
 
+def _enum_at(info: mi.Type, steps: list[re.Match[str]]) -> list[str]:
+    """The values of the enum or literal found by walking `steps` of a JSON path through
+    `info` (every branch of a union); empty when the path leads to none."""
+    if isinstance(info, mi.UnionType):
+        return [v for branch in info.types for v in _enum_at(branch, steps)]
+    if not steps:
+        if isinstance(info, mi.EnumType):
+            return [str(m.value) for m in info.cls]
+        if isinstance(info, mi.LiteralType):
+            return [str(v) for v in info.values]
+        return []
+    step, rest = steps[0], steps[1:]
+    if step["field"] is not None and isinstance(info, mi.StructType):
+        field = next((f for f in info.fields if f.encode_name == step["field"]), None)
+        return _enum_at(field.type, rest) if field else []
+    if step["index"] is not None:
+        if isinstance(info, mi.ListType | mi.SetType | mi.FrozenSetType | mi.VarTupleType):
+            return _enum_at(info.item_type, rest)
+        if isinstance(info, mi.DictType):
+            return _enum_at(info.value_type, rest)
+    return []
+
+
+def _explained(reason: str, path: str, type: Any) -> str:
+    """msgspec names a bad enum value but not the good ones; a person fixing the file needs
+    those too, so they are looked up from the type at the error's path."""
+    if not reason.startswith("Invalid enum value"):
+        return reason
+    try:
+        values = _enum_at(mi.type_info(type), list(_PATH_STEP.finditer(path[1:])))
+    except (TypeError, ValueError):
+        return reason
+    return f"{reason}; expected one of: {', '.join(dict.fromkeys(values))}" if values else reason
+
+
 def decode(raw: bytes | str, type: type[T], *, source: str | None = None) -> T:
     """Decode JSON `raw` as `type`, raising `ProtocolError` and nothing else."""
     try:
         return msgspec.json.decode(raw, type=type, strict=True)
     except msgspec.ValidationError as exc:
         reason, path = _split_message(str(exc))
-        raise ProtocolError(reason, path=path, source=source) from None
+        raise ProtocolError(_explained(reason, path, type), path=path, source=source) from None
     except msgspec.DecodeError as exc:
         raise ProtocolError(f"not valid JSON: {exc}", source=source) from None
     except (RecursionError, MemoryError) as exc:
@@ -66,7 +103,7 @@ def convert(obj: Any, type: type[T], *, source: str | None = None) -> T:
         return msgspec.convert(obj, type=type, strict=True)
     except msgspec.ValidationError as exc:
         reason, path = _split_message(str(exc))
-        raise ProtocolError(reason, path=path, source=source) from None
+        raise ProtocolError(_explained(reason, path, type), path=path, source=source) from None
     except RecursionError:
         raise ProtocolError("payload too deeply nested", source=source) from None
 
