@@ -22,6 +22,7 @@ never matches and is never looked up on disk.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterable
 from functools import lru_cache
 
@@ -68,9 +69,18 @@ def _spec(patterns: tuple[str, ...]) -> pathspec.PathSpec[pathspec.Pattern]:
 
 @lru_cache(maxsize=4096)
 def parse_problem(pattern: str) -> str | None:
-    """Why pathspec cannot compile `pattern`, or None (says nothing about its form)."""
+    """Why pathspec cannot compile `pattern`, or None (says nothing about its form).
+
+    A pattern Python compiles with a FutureWarning (``[[`` in a character class: "possible
+    nested set") is refused too: a later Python may read it differently, and a scope must mean
+    the same thing on every interpreter that reviews it.
+    """
     try:
-        _spec((pattern,))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FutureWarning)
+            _spec((pattern,))
+    except FutureWarning as exc:
+        return f"not a valid glob: ambiguous character class ({exc})"
     except re.error as exc:
         return f"not a valid glob: {exc.msg}"
     except ValueError as exc:  # pathspec's own errors quote the anchored form ("/" + pattern)

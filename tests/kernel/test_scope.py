@@ -212,3 +212,10 @@ def test_a_pack_with_a_directory_glob_decodes() -> None:
     pack = small_pack(allowed_paths=["docs/", "src/**"])
     assert isinstance(pack, StepPack)
     assert ScopeRules.of(pack.view).allows("docs/a.md")
+
+
+def test_a_glob_python_would_warn_about_is_refused_as_ambiguous() -> None:
+    """``[[`` in a class compiles with a FutureWarning today and may mean a nested set later."""
+    problem = glob_problem("src/[[]x.py")
+    assert problem is not None and "ambiguous character class" in problem
+    assert glob_problem("src/[ab]x.py") is None
