@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ledger import LedgerNotFound, ProjectPaths, verify_project
+from protocol import is_safe_id
 from runner import demo as demo_run
 from runner.engine import default_project_id
 from runner.live import is_terminal
@@ -95,7 +96,8 @@ def status(
 ) -> None:
     """The scoreboard and queue of a progress directory, and whether its ledger verifies.
 
-    Exit code 0 when the ledger verifies (or there is none yet), 1 when it does not.
+    Without --project-id: the workspace's project, or else every project under the ledger
+    root. Exit code 0 when each verifies (or there is none yet), 1 when one does not.
     """  # fmt: skip
     queue = load_queue(queue_path or progress_dir / "task_queue.json")
     board = Progress(progress_dir).load_scoreboard()
@@ -112,18 +114,38 @@ def status(
             f"{t.reworks:>7}  {(t.last_reason or '')[:70]}"
         )
     root = ledger_root or progress_dir / "ledger"
-    project = project_id or default_project_id(workspace)
+    projects = [project_id] if project_id else _projects(root, default_project_id(workspace))
+    if not projects:
+        click.echo(f"ledger: none yet under {root}")
+        return
+    damaged = False
+    for project in projects:
+        try:
+            report = verify_project(ProjectPaths.of(root, project))
+        except LedgerNotFound:
+            click.echo(f"ledger: none yet at {root}/{project}")
+            continue
+        if report.ok:
+            head = report.project_head
+            where = f", head {head.seq}:{head.hash}" if head else ""
+            click.echo(f"ledger {project}: ok, {report.events} events{where}")
+            continue
+        damaged = True
+        click.echo(f"ledger {project}: DAMAGED ({len(report.problems)} problems)")
+        for problem in report.problems[:20]:
+            click.echo(f"  {problem}")
+    if damaged:
+        sys.exit(1)
+
+
+def _projects(root: Path, default: str) -> list[str]:
+    """Which ledger projects a progress directory's status covers without --project-id: the
+    workspace's default one when it exists, else every project under the root (the demo and
+    `runner campaign --project-id X` name theirs, and status should find them, not say none)."""
+    if ProjectPaths.of(root, default).manifest.is_file():
+        return [default]
     try:
-        report = verify_project(ProjectPaths.of(root, project))
-    except LedgerNotFound:
-        click.echo(f"ledger: none yet at {root}/{project}")
-        return
-    if report.ok:
-        head = report.project_head
-        where = f", head {head.seq}:{head.hash}" if head else ""
-        click.echo(f"ledger: ok, {report.events} events{where}")
-        return
-    click.echo(f"ledger: DAMAGED ({len(report.problems)} problems)")
-    for problem in report.problems[:20]:
-        click.echo(f"  {problem}")
-    sys.exit(1)
+        names = sorted(d.name for d in root.iterdir() if d.is_dir())
+    except OSError:
+        return []
+    return [n for n in names if is_safe_id(n) and ProjectPaths.of(root, n).manifest.is_file()]
