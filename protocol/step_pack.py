@@ -110,12 +110,9 @@ class RuntimePolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class Scope(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    allowed_paths: list[str] | UnsetType = UNSET
-    forbidden_paths: list[str] | UnsetType = UNSET
-    dependency_policy: DependencyPolicy | UnsetType = UNSET
+    """A nested copy of the pack's scope, as real packs carry it under both `scope` and
+    `scope_guard`: one shape for both, each copy checked against the others."""
 
-
-class ScopeGuard(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     allowed_paths: list[str] | UnsetType = UNSET
     forbidden_paths: list[str] | UnsetType = UNSET
     dependency_policy: DependencyPolicy | UnsetType = UNSET
@@ -189,7 +186,7 @@ class StepPack(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=Tru
     forbidden_paths: list[str] | UnsetType = UNSET
     dependency_policy: DependencyPolicy | UnsetType = UNSET
     scope: Scope | UnsetType = UNSET
-    scope_guard: ScopeGuard | UnsetType = UNSET
+    scope_guard: Scope | UnsetType = UNSET
     preconditions: list[Precondition] = []
     commands: list[str] = []
     commands_to_run: list[str] = []
@@ -214,7 +211,7 @@ class StepPack(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=Tru
     def view(self) -> StepPackView:
         acc = self.acceptance if isinstance(self.acceptance, Acceptance) else Acceptance()
         scope = self.scope if isinstance(self.scope, Scope) else Scope()
-        guard = self.scope_guard if isinstance(self.scope_guard, ScopeGuard) else ScopeGuard()
+        guard = self.scope_guard if isinstance(self.scope_guard, Scope) else Scope()
 
         allowed_at, allowed = _agree(
             "allowed_paths",
