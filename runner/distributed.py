@@ -43,6 +43,7 @@ import psutil
 from protocol import ARTIFACTS_ROOT
 
 from . import git, transfer
+from . import log as runner_log
 from .dispatch import Dispatch, DispatchPlan
 from .executor import (
     Announce,
@@ -54,7 +55,7 @@ from .executor import (
 )
 from .files import write_atomic
 from .log import get_logger
-from .remote import StepReturn, StepTicket, cancel_tickets, run_ticket
+from .remote import LOG_ENV, StepReturn, StepTicket, cancel_tickets, run_ticket
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -131,6 +132,7 @@ async def open_dask(
                 scheduler_kwargs={"allowed_failures": 0},
                 memory_limit=0,  # the supervisor limits each step; Dask must not kill workers
                 resources={"MEMORY": psutil.virtual_memory().total // workers},
+                env=dict(zip(LOG_ENV, runner_log.configured, strict=True)),
                 asynchronous=True,
             )
             await stack.enter_async_context(local_cluster)

@@ -44,7 +44,7 @@ from protocol import ARTIFACTS_ROOT
 from . import __version__, git, transfer
 from .dispatch import Dispatch, Kind, LimitOverrides, PlanOptions, execute
 from .executor import StepOrder
-from .log import get_logger
+from .log import configure_logging, get_logger
 from .shim import ShimConfig
 from .supervisor import Supervisor
 from .transfer import Change, Files
@@ -53,11 +53,14 @@ from .workspace import TaskWorkspace, exclude_artifacts
 log = get_logger("runner.remote")
 
 CACHE_ENV = "RUNNER_WORKER_CACHE"
+# The log level and format of a worker's steps (`runner --log-level/--log-format` read them too).
+LOG_ENV = ("RUNNER_LOG_LEVEL", "RUNNER_LOG_FORMAT")
 DEFAULT_CACHE = Path("~/.cache/ai-coding-control-plane/worker")
 
 # The steps running in this process, by ticket token (what `cancel_tickets` can reach).
 _running: dict[str, Supervisor] = {}
 _cancelled: set[str] = set()
+_logging: list[bool] = []
 
 
 class WorkerSetupError(Exception):
@@ -109,6 +112,10 @@ async def run_ticket(ticket: StepTicket) -> StepReturn:
             f"this worker runs ai-coding-control-plane {__version__}, the controller "
             f"{ticket.version}: install the same version on both"
         )
+    if not _logging:  # a worker process is not the runner's CLI: configure as it would
+        level, fmt = (os.environ.get(name) for name in LOG_ENV)
+        configure_logging(level or "info", "json" if fmt == "json" else "auto")
+        _logging.append(True)
     cache = cache_root(ticket.cache_dir)
     repo = await _repository(cache, ticket)
     work = cache / "work" / f"{ticket.task_id}-{ticket.label}-R{ticket.round_number}-{ticket.token}"

@@ -88,6 +88,9 @@ def engine_options(f: F) -> F:
         click.option("--worker-cache-dir", type=click.Path(file_okay=False, path_type=Path),
                      help="Workers' repository cache [default: <progress-dir>/worker-cache "
                           "for dask-local, the worker's own for dask]."),
+        click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True),
+                     default=30.0, show_default=True,
+                     help="Seconds to reach the Dask scheduler and see a worker there."),
     ]  # fmt: skip
     for option in reversed(options):
         f = option(f)
@@ -141,6 +144,7 @@ def _settings(
             workers=kw["workers"],
             remote=kw["remote"],
             cache_dir=kw["worker_cache_dir"].resolve() if kw["worker_cache_dir"] else None,
+            connect_timeout=kw["connect_timeout"],
         ),
     )
 
