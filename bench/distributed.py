@@ -91,7 +91,10 @@ def run(root: Path, tasks: int, parallel: int, executor: list[str]) -> tuple[flo
     stamps = {}
     for line in done.stderr.splitlines():
         if line.startswith("{"):
-            event = json.loads(line)
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:  # a worker process's line written across ours
+                continue
             if event.get("event") in ("campaign.started", "campaign.finished"):
                 stamps[event["event"]] = datetime.fromisoformat(event["timestamp"])
     took = (stamps["campaign.finished"] - stamps["campaign.started"]).total_seconds()

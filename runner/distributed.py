@@ -29,6 +29,7 @@ extra that is an `ExecutorError` naming it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import secrets
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -117,6 +118,7 @@ async def open_dask(
     """Start the local cluster (`dask-local`) or connect to the scheduler, check it, and
     yield the executor; everything is closed on the way out, even when cancelled."""
     dd = _distributed()
+    _one_line_logs()
     stack = contextlib.AsyncExitStack()
     try:
         local = cluster.executor == "dask-local"
@@ -128,7 +130,7 @@ async def open_dask(
                 threads_per_worker=slots,
                 processes=True,
                 host="127.0.0.1",
-                dashboard_address=None,
+                dashboard_address="127.0.0.1:0",  # its HTTP server would bind 0.0.0.0:8787
                 scheduler_kwargs={"allowed_failures": 0},
                 memory_limit=0,  # the supervisor limits each step; Dask must not kill workers
                 resources={"MEMORY": psutil.virtual_memory().total // workers},
@@ -159,6 +161,20 @@ async def open_dask(
     finally:
         with anyio.CancelScope(shield=True):
             await stack.aclose()
+
+
+class _NoTraceback(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        return True
+
+
+def _one_line_logs() -> None:
+    """distributed logs a traceback for a connection it lost (the scheduler going away, which
+    the campaign reports itself): its handlers keep the message and drop the traceback."""
+    for handler in logging.getLogger("distributed").handlers:
+        if not any(isinstance(f, _NoTraceback) for f in handler.filters):
+            handler.addFilter(_NoTraceback())
 
 
 async def _connect(dd: ModuleType, address: str, within: float) -> Client:

@@ -197,7 +197,7 @@ def cluster() -> Iterator[Any]:
         threads_per_worker=2,
         processes=True,
         host="127.0.0.1",
-        dashboard_address=None,
+        dashboard_address="127.0.0.1:0",
         scheduler_kwargs={"allowed_failures": 0},
         resources={"backend-mock": 2, "MEMORY": 1e9},
         memory_limit=0,
@@ -236,7 +236,11 @@ def test_a_step_no_worker_can_take_fails_as_no_worker(cluster: Any, tmp_path: Pa
 def test_a_scheduler_that_would_rerun_a_lost_step_is_refused(tmp_path: Path) -> None:
     project = Project(tmp_path, [TaskSpec("one")])
     with distributed.LocalCluster(
-        n_workers=0, processes=False, protocol="tcp://", host="127.0.0.1", dashboard_address=None
+        n_workers=0,
+        processes=False,
+        protocol="tcp://",
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
     ) as c:
         result = project.run("--executor", "dask", "--scheduler", c.scheduler_address)
     assert result.returncode == 2, result.stderr
