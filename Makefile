@@ -1,5 +1,6 @@
 # The README's two commands. Each creates .venv when missing and installs the project with its
-# dev extra, so a fresh machine needs only Python 3.11 and make.
+# dev and distributed extras (the scale-out tests run a real Dask LocalCluster), so a fresh
+# machine needs only Python 3.11 and make.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -10,7 +11,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,distributed]'
 	touch $(STAMP)
 
 test: $(STAMP) lint typecheck pytest

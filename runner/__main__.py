@@ -1,3 +1,4 @@
 from runner.cli import main
 
-main(prog_name="runner")
+if __name__ == "__main__":  # not when a spawned worker process (Dask's nanny) imports it
+    main(prog_name="runner")

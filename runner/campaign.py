@@ -10,6 +10,11 @@ back, and the queue stays consistent.
 An infrastructure failure is retried after an exponential backoff; the task waits in the
 queue meanwhile and other tasks go on.
 
+**Executors.** Cycles dispatch their steps through one executor (`runner.executor`): here, or
+on a Dask cluster. When the executor itself is lost (the scheduler went away) the campaign
+stops as it does on a signal: each running attempt is recorded as interrupted and its task
+given back, no new cycle starts, and `report.executor_lost` says why; run it again to resume.
+
 **Resume.** Started again after being killed (even with SIGKILL), the campaign first
 reconciles: a task left ``in_progress`` whose work was already merged (the merge commit names
 it) or whose ledger chain is closed is completed; any other is given back to ``pending`` with
@@ -54,6 +59,7 @@ from protocol.ledger_events import (
 )
 
 from .cycle import Cycle, CycleEnd, EngineOptions, Reporter
+from .executor import Executor, ExecutorLost, LocalExecutor
 from .log import get_logger
 from .progress import QueueKeeper, utc_now
 from .supervisor import Supervisor
@@ -82,6 +88,7 @@ class CampaignReport:
     interrupted: list[str] = field(default_factory=list)
     reconciled: list[str] = field(default_factory=list)
     signal: int | None = None
+    executor_lost: str | None = None
 
 
 def new_campaign_id() -> str:
@@ -169,6 +176,7 @@ class Campaign:
         reporter: Reporter,
         campaign_id: str | None = None,
         only: Callable[[QueueTask], bool] | None = None,
+        executor: Executor | None = None,
     ) -> None:
         self.keeper = keeper
         self.ledger = ledger
@@ -181,6 +189,7 @@ class Campaign:
         parallel = limits.max_parallel_steps if workspaces.isolated else 1
         self.parallel = max(1, parallel)
         self.supervisor = Supervisor(max_parallel_steps=self.parallel * 2)
+        self.executor = executor or LocalExecutor(self.supervisor)
         self._running: set[str] = set()
         self._not_before: dict[str, float] = {}
         self._retries: dict[str, int] = {}
@@ -308,12 +317,24 @@ class Campaign:
             supervisor=self.supervisor,
             options=self.options,
             reporter=self.reporter,
+            executor=self.executor,
         )
         try:
             try:
                 end = await cycle.run()
             except (LedgerError, OSError):
                 raise  # the record or the disk itself failed: stop the campaign
+            except ExecutorLost as exc:
+                # The cycle recorded its attempt as interrupted; the task goes back as on a
+                # signal, and no new cycle starts (every other one meets the same loss).
+                report = self.report
+                report.executor_lost = report.executor_lost or str(exc)
+                report.stop_reason = report.stop_reason or f"executor lost: {exc}"
+                with anyio.CancelScope(shield=True):
+                    await self.keeper.apply(functools.partial(_give_back, key=key))
+                    report.interrupted.append(key)
+                    self.reporter.emit("task.interrupted", key, reason=str(exc)[:200])
+                return
             except Exception as exc:
                 # A bug or an unexpected state in one task must not end a night's run: the
                 # task is blocked with the error for a person to look at; the rest go on.

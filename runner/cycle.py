@@ -6,7 +6,9 @@ A cycle takes a task the campaign has claimed and carries one attempt of it to a
    contract for tier3, the frozen boundary's guard;
 2. give it a workspace (its own git worktree, or the workspace itself behind a checkpoint) and
    run the ``after_create`` and ``before_run`` hooks;
-3. dispatch the step through the shim under the supervisor's limits;
+3. dispatch the step through the shim under the supervisor's limits, here or on a cluster
+   worker (the `runner.executor` seam: either way the evidence and the change come back into
+   the workspace, so everything after this point runs here);
 4. gather facts (git's changed files, the evidence files that exist, optionally the controller's
    own re-run of the pack's commands) and QA-review the worker's result against them;
 5. on REWORK, build a ReworkPack and resume the worker's thread (a revision, R+1/S0), up to
@@ -72,7 +74,8 @@ from protocol.ledger_events import (
 )
 
 from . import evidence
-from .dispatch import Dispatch, LimitOverrides, PlanOptions, execute, plan_rework, plan_step
+from .dispatch import Dispatch, DispatchPlan, LimitOverrides, PlanOptions
+from .executor import Executor, LocalExecutor, StepLost, StepOrder
 from .facts import gather_facts
 from .files import write_atomic
 from .log import get_logger
@@ -152,12 +155,14 @@ class Cycle:
         supervisor: Supervisor,
         options: EngineOptions,
         reporter: Reporter,
+        executor: Executor | None = None,
     ) -> None:
         self.task = task
         self.key = task.key
         self.ledger = ledger
         self.workspaces = workspaces
         self.supervisor = supervisor
+        self.executor = executor or LocalExecutor(supervisor)
         self.options = options
         self.reporter = reporter
         self.attempt = _Attempt()
@@ -201,6 +206,9 @@ class Cycle:
         dispatch = await self._dispatch_step(pack_file, ws)
         rework_round = 0
         while True:
+            if isinstance(dispatch, StepLost):  # no outcome to record: the machine is gone
+                await self._record_infra(pointer, dispatch.code, dispatch.detail)
+                return self._end(AttemptOutcome.FAILED, str(dispatch), "retry")
             await self._append(StepOutcomeRecorded.from_outcome(pointer, dispatch.outcome))
             self._add_usage(dispatch.result)
             if dispatch.outcome.reason is EndReason.CANCELLED:
@@ -379,25 +387,30 @@ class Cycle:
             round_number=max(rounds, default=0) + 1,
         )
 
-    async def _dispatch_step(self, pack_file: Path, ws: TaskWorkspace) -> Dispatch:
+    async def _dispatch_step(self, pack_file: Path, ws: TaskWorkspace) -> Dispatch | StepLost:
         pack = protocol.read(pack_file, StepPack)
         options = self._plan_options(ws, (pack.run_id, pack.step_id))
-        plan = await anyio.to_thread.run_sync(lambda: plan_step(pack_file, options))
-        self.reporter.emit(
-            "step.dispatched", self.key, round=plan.round.number, backend=plan.backend,
-            stdout=str(plan.round.shim_stdout),
-        )  # fmt: skip
-        return await execute(plan, self.supervisor)
+        return await self._dispatch(StepOrder("step", pack_file, options, ws))
 
-    async def _dispatch_rework(self, rework_file: Path, thread: str, ws: TaskWorkspace) -> Dispatch:
+    async def _dispatch_rework(
+        self, rework_file: Path, thread: str, ws: TaskWorkspace
+    ) -> Dispatch | StepLost:
         rework = protocol.read(rework_file, ReworkPack)
         options = self._plan_options(ws, (rework.run_id, rework.step_id))
-        plan = await anyio.to_thread.run_sync(lambda: plan_rework(rework_file, thread, options))
-        self.reporter.emit(
-            "step.dispatched", self.key, round=plan.round.number, backend=plan.backend,
-            stdout=str(plan.round.shim_stdout), resume=thread,
-        )  # fmt: skip
-        return await execute(plan, self.supervisor)
+        return await self._dispatch(StepOrder("rework", rework_file, options, ws, thread))
+
+    async def _dispatch(self, order: StepOrder) -> Dispatch | StepLost:
+        def announce(plan: DispatchPlan) -> None:
+            resume = {"resume": order.thread_id} if order.thread_id else {}
+            self.reporter.emit(
+                "step.dispatched", self.key, round=plan.round.number, backend=plan.backend,
+                stdout=str(plan.round.shim_stdout), **resume,
+            )  # fmt: skip
+
+        try:
+            return await self.executor.run(order, announce)
+        except StepLost as lost:
+            return lost
 
     async def _review(
         self, pack: StepPack, result: StepResult, ws: TaskWorkspace, rd: evidence.RoundDir

@@ -3,14 +3,16 @@
 `load_inputs` reads and validates everything a campaign needs (queue, config file, step pack
 and backend maps, shim config, frozen boundary) before anything is written, so bad input is an
 error with the file, field and reason and nothing changes. `run_campaign` holds the queue lock,
-opens the ledger, reconciles after a crash, and runs the scheduler.
+starts or connects to the executor's cluster (``--executor dask``/``dask-local``), opens the
+ledger, reconciles after a crash, and runs the scheduler.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -25,6 +27,8 @@ from . import git
 from .campaign import Campaign, CampaignLimits, CampaignReport, record_freeze
 from .cycle import EngineOptions
 from .dispatch import LimitOverrides
+from .distributed import ClusterSettings, check_settings, open_dask
+from .executor import Executor
 from .health import BackendProblem, check_backends
 from .live import Board, is_terminal, quiet_logs, redraw
 from .progress import Progress, QueueKeeper, load_queue, queue_lock
@@ -74,6 +78,7 @@ class Settings:
     live: bool = True
     lock_timeout: float = 0.0
     only_keys: tuple[str, ...] = ()
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
     # Packs given for this run (`run-cycle --step-pack-file`): they win over both maps.
     step_packs: dict[str, Path] = field(default_factory=dict)
 
@@ -88,6 +93,7 @@ class Inputs:
 
 def load_inputs(settings: Settings) -> Inputs:
     """Read and check every input; raises `ProtocolError` / `EngineError` naming the file."""
+    check_settings(settings.cluster)
     queue = load_queue(settings.queue_path)
     cfg = settings.config
     shim = load_config(settings.shim_config_path) if settings.shim_config_path else None
@@ -176,7 +182,9 @@ def run_campaign(
 ) -> CampaignReport:
     """Check inputs, hold the queue lock and run the campaign to its end (blocking)."""
     inputs = load_inputs(settings)
-    if not settings.skip_health_check:
+    # On a cluster of its own the backends' binaries are the workers' (their resources say
+    # which they have); this machine needs none of them.
+    if not settings.skip_health_check and settings.cluster.executor != "dask":
         problems = health_problems(settings, inputs)
         if problems:
             raise BackendsUnhealthy(problems)
@@ -193,9 +201,15 @@ async def _run(
     board = Board(quiet_log=live)
     if on_ready:
         on_ready(board)
-    async with open_ledger(
-        settings.ledger_root, settings.project_id, create=True, lock_timeout=settings.lock_timeout
-    ) as ledger:
+    async with (
+        _executor(settings, inputs) as executor,
+        open_ledger(
+            settings.ledger_root,
+            settings.project_id,
+            create=True,
+            lock_timeout=settings.lock_timeout,
+        ) as ledger,
+    ):
         if settings.require_freeze:
             check = check_freeze(settings.input_dir or settings.progress_dir)
             await record_freeze(ledger, check, settings.run_prefix)
@@ -215,6 +229,7 @@ async def _run(
             limits=inputs.limits,
             reporter=board,
             only=(lambda t: t.key in only) if only else None,
+            executor=executor,
         )
         if not live:
             return await campaign.run()
@@ -226,6 +241,28 @@ async def _run(
                 finally:
                     tg.cancel_scope.cancel()
         return report
+
+
+@contextlib.asynccontextmanager
+async def _executor(settings: Settings, inputs: Inputs) -> AsyncIterator[Executor | None]:
+    """None for the local executor (the campaign makes it); else the Dask cluster's, opened
+    before the ledger so that a cluster that cannot be had leaves nothing written."""
+    cluster = settings.cluster
+    if cluster.executor == "local":
+        yield None
+        return
+    if not await git.is_repo(settings.workspace):
+        raise EngineError(
+            f"--executor {cluster.executor}: the workspace {settings.workspace} is not a git "
+            "repository (workers get their work from git)"
+        )
+    async with open_dask(
+        cluster,
+        repo=settings.workspace,
+        parallel=inputs.limits.max_parallel_steps,
+        default_cache=settings.progress_dir / "worker-cache",
+    ) as executor:
+        yield executor
 
 
 def default_project_id(workspace: Path) -> str:

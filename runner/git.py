@@ -8,7 +8,7 @@ git prints are read with ``-z`` so that names with spaces, quotes or newlines co
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import anyio
@@ -40,17 +40,36 @@ def _env() -> dict[str, str]:
     return env
 
 
-async def git(repo: str | Path, *args: str, check: bool = True) -> str:
-    """Run ``git -C repo args...`` and return stdout (text); raise `GitError` if it fails."""
+async def git(
+    repo: str | Path, *args: str, check: bool = True, env: Mapping[str, str] | None = None
+) -> str:
+    """Run ``git -C repo args...`` and return stdout (text); raise `GitError` if it fails.
+
+    `env` adds variables (``GIT_INDEX_FILE``, say) to the runner's git environment."""
+    out = await git_bytes(repo, *args, check=check, env=env)
+    return out.decode("utf-8", "surrogateescape")
+
+
+async def git_bytes(
+    repo: str | Path,
+    *args: str,
+    check: bool = True,
+    env: Mapping[str, str] | None = None,
+    input: bytes | None = None,
+) -> bytes:
+    """`git` for binary data: `input` goes to its stdin, its stdout comes back as bytes."""
     argv = ["git", "-C", str(repo), *RUNNER_IDENTITY, *args]
+    full_env = {**_env(), **(env or {})}
     try:
-        result = await anyio.run_process(argv, check=False, env=_env(), stdin=None)
+        if input is None:
+            result = await anyio.run_process(argv, check=False, env=full_env, stdin=None)
+        else:
+            result = await anyio.run_process(argv, check=False, env=full_env, input=input)
     except OSError as exc:
         raise GitError(args, -1, f"cannot run git: {exc}") from None
-    stdout = result.stdout.decode("utf-8", "surrogateescape")
     if check and result.returncode != 0:
         raise GitError(args, result.returncode, result.stderr.decode("utf-8", "replace"))
-    return stdout
+    return result.stdout
 
 
 def _split_z(out: str) -> list[str]:

@@ -17,10 +17,17 @@ LogFormat = Literal["auto", "json", "console"]
 LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
+# What `configure_logging` was last given: a process started for the runner (a Dask worker of
+# `--executor dask-local`) is configured the same way.
+configured: tuple[str, LogFormat] = ("info", "auto")
+
+
 def configure_logging(
     level: str = "info", fmt: LogFormat = "auto", stream: TextIO | None = None
 ) -> None:
     """Configure structlog for the whole process; safe to call again (tests, nested CLIs)."""
+    global configured
+    configured = (level, fmt)
     out = stream if stream is not None else sys.stderr
     as_json = fmt == "json" or (fmt == "auto" and not _isatty(out))
     processors: list[structlog.typing.Processor] = [

@@ -120,7 +120,7 @@ class GitWorktrees:
             raise WorkspaceError(
                 repo, f"uncommitted changes to tracked files ({files}); commit or stash them"
             )
-        await _exclude_artifacts(repo)
+        await exclude_artifacts(repo)
         return cls(repo.resolve(), worktree_dir.resolve())
 
     async def prepare(self, task_key: str, label: str) -> TaskWorkspace:
@@ -331,7 +331,8 @@ async def _abort_own_merge(repo: Path) -> bool:
     return True
 
 
-async def _exclude_artifacts(repo: Path) -> None:
+async def exclude_artifacts(repo: Path) -> None:
+    """Add ``.artifacts/`` to the repository's ``info/exclude`` (shared by its worktrees)."""
     common = Path((await git.git(repo, "rev-parse", "--git-common-dir")).strip())
     if not common.is_absolute():
         common = repo / common

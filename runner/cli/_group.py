@@ -12,6 +12,7 @@ from protocol import ProtocolError
 from runner import __version__
 from runner.checkpoint import CheckpointError
 from runner.engine import BackendsUnhealthy, EngineError, FreezeBlocked
+from runner.executor import ClusterUnavailable, ExecutorError
 from runner.facts import FactsError
 from runner.log import LEVELS, configure_logging
 from runner.progress import ProgressError, QueueLocked, SnapshotFrozen
@@ -21,10 +22,11 @@ from runner.supervisor import SupervisorError
 from runner.workspace import WorkspaceError
 
 # Exit codes: 0 success; 1 a check ran and failed; 2 bad input or usage (as click uses 2);
-# 3 busy (another process holds the lock).
+# 3 busy (another process holds the lock); 4 the Dask cluster cannot be had (try again).
 EXIT_INPUT = 2
 EXIT_CHECK = 1
 EXIT_BUSY = 3
+EXIT_CLUSTER = 4
 # First match wins: a specific type goes before its base.
 ERROR_EXIT_CODES: list[tuple[type[BaseException], int]] = [
     (ProtocolError, EXIT_INPUT),
@@ -46,6 +48,8 @@ ERROR_EXIT_CODES: list[tuple[type[BaseException], int]] = [
     (ShimError, EXIT_INPUT),
     (SupervisorError, EXIT_CHECK),
     (WorkspaceError, EXIT_INPUT),
+    (ClusterUnavailable, EXIT_CLUSTER),
+    (ExecutorError, EXIT_INPUT),
 ]
 
 

@@ -15,6 +15,8 @@ import msgspec
 import protocol
 from protocol import CampaignConfig
 from runner.campaign import CampaignReport
+from runner.cli._group import EXIT_CLUSTER
+from runner.distributed import EXECUTOR_KINDS, ClusterSettings
 from runner.engine import EngineError, Settings, default_project_id, run_campaign
 from runner.live import Board, is_terminal
 from runner.progress import load_queue
@@ -72,6 +74,23 @@ def engine_options(f: F) -> F:
         click.option("--no-live", is_flag=True, help="No live view on a terminal."),
         click.option("--lock-timeout", type=click.FloatRange(min=0), default=0.0,
                      show_default=True, help="Wait this long for another runner's locks."),
+        click.option("--executor", type=click.Choice(EXECUTOR_KINDS), default="local",
+                     show_default=True,
+                     help="Where steps run: here, on the Dask cluster of --scheduler, or on a "
+                          "Dask LocalCluster of --workers processes (docs/scale-out.md)."),
+        click.option("--scheduler", metavar="ADDRESS",
+                     help="The Dask scheduler of --executor dask (tcp://HOST:8786)."),
+        click.option("--workers", type=click.IntRange(min=1),
+                     help="Worker processes of --executor dask-local [default: 2]."),
+        click.option("--remote", metavar="URL",
+                     help="Git remote the workers fetch from [default: the workspace's path]; "
+                          "each base commit is pushed to it (refs/runner/bases/*)."),
+        click.option("--worker-cache-dir", type=click.Path(file_okay=False, path_type=Path),
+                     help="Workers' repository cache [default: <progress-dir>/worker-cache "
+                          "for dask-local, the worker's own for dask]."),
+        click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True),
+                     default=30.0, show_default=True,
+                     help="Seconds to reach the Dask scheduler and see a worker there."),
     ]  # fmt: skip
     for option in reversed(options):
         f = option(f)
@@ -119,6 +138,14 @@ def _settings(
         live=not kw["no_live"],
         lock_timeout=kw["lock_timeout"],
         only_keys=only,
+        cluster=ClusterSettings(
+            executor=kw["executor"],
+            scheduler=kw["scheduler"],
+            workers=kw["workers"],
+            remote=kw["remote"],
+            cache_dir=kw["worker_cache_dir"].resolve() if kw["worker_cache_dir"] else None,
+            connect_timeout=kw["connect_timeout"],
+        ),
     )
 
 
@@ -133,6 +160,13 @@ def _run(settings: Settings) -> None:
             err=True,
         )
         sys.exit(128 + report.signal)
+    if report.executor_lost is not None:
+        click.echo(
+            f"the cluster went away ({report.executor_lost}): running steps were recorded as "
+            "interrupted and given back; run the same command again to resume",
+            err=True,
+        )
+        sys.exit(EXIT_CLUSTER)
     sys.exit(EXIT_DONE if _all_done(settings) else EXIT_UNFINISHED)
 
 
@@ -169,7 +203,8 @@ def campaign(
 
     Exit code: 0 every task completed; 1 the campaign ended with tasks not completed (failed,
     blocked, or stopped by a limit); 2 bad input; 3 another runner holds the queue or ledger;
-    128+N stopped by signal N (resume by running the same command again).
+    4 the Dask cluster could not be reached or went away; 128+N stopped by signal N (resume
+    by running the same command again).
     """
     overrides = {
         "max_parallel_steps": max_parallel_steps,

@@ -19,9 +19,10 @@ def test_makefile_has_demo_and_test_targets() -> None:
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
     assert re.search(r"^test:", makefile, re.MULTILINE)
     assert re.search(r"^demo:", makefile, re.MULTILINE)
-    # Each creates the venv and installs the dev extra before its job.
+    # Each creates the venv and installs the dev extra (and the distributed one, whose tests
+    # must run in CI) before its job.
     assert "-m venv" in makefile
-    assert ".[dev]" in makefile
+    assert ".[dev,distributed]" in makefile
 
 
 def test_ci_runs_make_test() -> None:
