@@ -24,6 +24,7 @@ from typing import Any
 from ledger import ProjectPaths, verify_project
 from protocol import BackoffPolicy, CampaignConfig, StepLimits, encode_pretty
 
+from .distributed import ClusterSettings
 from .engine import Settings, run_campaign
 from .git import RUNNER_IDENTITY
 from .progress import load_queue
@@ -178,9 +179,11 @@ class DemoResult:
         return self.ledger_ok and all(expected == got for _, expected, got, _ in self.rows)
 
 
-def run(root: Path, *, live: bool) -> DemoResult:
+def run(root: Path, *, live: bool, cluster: ClusterSettings | None = None) -> DemoResult:
+    """Build the demo in `root` and run it; `cluster` sends its steps to Dask workers (every
+    task must end the same way: the executor changes where a step runs, not its judgement)."""
     start = time.monotonic()
-    settings = dataclasses.replace(build(root), live=live)
+    settings = dataclasses.replace(build(root), live=live, cluster=cluster or ClusterSettings())
     run_campaign(settings)
     queue = load_queue(settings.queue_path)
     status = {t.key: str(t.status) for t in queue.tasks}
