@@ -145,6 +145,13 @@ def _mock_processes(under: Path) -> list[psutil.Process]:
     return [p for p in processes_under(under) if "runner.mock_shim" in " ".join(p.cmdline())]
 
 
+def _gone(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def test_a_worker_killed_mid_step_costs_one_retry_on_another_worker(tmp_path: Path) -> None:
     project = Project(tmp_path, [TaskSpec("victim", scenario="hang"), TaskSpec("bystander")])
     cache = project.progress / "worker-cache"
@@ -161,6 +168,9 @@ def test_a_worker_killed_mid_step_costs_one_retry_on_another_worker(tmp_path: Pa
         project.set_scenario("victim", "pass")  # the retry does the work
         os.kill(worker.pid, signal.SIGKILL)
         code = started.finish(timeout=90)
+        # The retry's set-up on this machine found the dead worker's step and killed it.
+        assert _gone(hang)
+        assert "worker.orphans_killed" in {e.get("event") for e in started.events()}
     finally:
         if started.proc.poll() is None:
             started.proc.kill()
