@@ -375,3 +375,35 @@ def test_a_scheduler_that_goes_away_stops_the_campaign_resumably(tmp_path: Path)
         "attempt_started", "step_outcome", "review", "attempt", "task_closed",
     ]  # fmt: skip
     assert project.merges_per_task() == {"slow": 1}
+
+
+def test_a_signal_to_the_controller_kills_the_steps_on_their_workers(tmp_path: Path) -> None:
+    project = Project(
+        tmp_path, [TaskSpec("hang1", scenario="hang"), TaskSpec("hang2", scenario="hang")]
+    )
+    cache = project.progress / "worker-cache"
+    started = project.popen(
+        "--executor", "dask-local", "--workers", "2", "--max-parallel-steps", "2", "--no-live"
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while len(agents := _mock_processes(cache / "work")) < 2:
+            assert started.proc.poll() is None, started.tail()
+            assert time.monotonic() < deadline, started.tail()
+            time.sleep(0.1)
+        started.proc.send_signal(signal.SIGINT)
+        code = started.finish(timeout=60)
+        # Cancelled on their workers, which were still alive: not left for a next step to find.
+        assert all(_gone(agent) for agent in agents)
+    finally:
+        if started.proc.poll() is None:
+            started.proc.kill()
+        kill_processes_under(cache)
+    assert code == 130, started.tail()
+    assert project.statuses() == {"hang1": "pending", "hang2": "pending"}
+    for key in ("hang1", "hang2"):
+        assert project.queue()[key].attempts == 0  # given back, not counted
+        assert project.event_types(key)[-1] == "attempt_interrupted"
+    verified = project.verify_ledger()
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert not list((cache / "work").glob("*/")), "worktrees left on the worker"
