@@ -50,9 +50,10 @@ class TaskSpec:
     depends_on: list[str] = field(default_factory=list)
     priority: int = 0
     runtime: dict[str, Any] = field(default_factory=dict)
+    context: dict[str, Any] = field(default_factory=dict)  # more of the pack's context
 
     def pack(self) -> dict[str, Any]:
-        context: dict[str, Any] = {"mock_scenario": self.scenario}
+        context: dict[str, Any] = {"mock_scenario": self.scenario, **self.context}
         context["mock_files"] = (
             self.files if self.files is not None else {f"src/{self.key}.txt": f"{self.key}\n"}
         )
