@@ -187,7 +187,7 @@ def _classify(text: bytes) -> tuple[bool, _Candidate | None]:
     """(is it JSON, the candidate if it is result-like)."""
     try:
         obj: Any = msgspec.json.decode(text)
-    except (msgspec.DecodeError, RecursionError):
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return False, (_Candidate(text, None, _NOT_JSON) if b'"verdict"' in text else None)
     if not isinstance(obj, dict) or "verdict" not in obj:
         return True, None

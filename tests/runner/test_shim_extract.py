@@ -164,6 +164,12 @@ def test_a_result_file_that_is_no_regular_file_is_refused_without_blocking(
     assert what in extraction.failure.detail
 
 
+def test_invalid_utf8_inside_a_result_is_a_parse_failure(tmp_path: Path) -> None:
+    bad = b'{"verdict": "P\xff", "reason_code": "X"}\n'
+    assert run(tmp_path, bad).failure.reason is ParseFailureReason.RESULT_MALFORMED
+    assert run(tmp_path, "", file=bad).failure.reason is ParseFailureReason.RESULT_FILE_MALFORMED
+
+
 def test_a_stdout_file_swapped_for_a_fifo_is_no_result_not_a_hang(tmp_path: Path) -> None:
     out = tmp_path / "out.txt"
     os.mkfifo(out)
