@@ -159,6 +159,13 @@ def _checked_body(
         raise InvalidEvent(f"invalid event: {str(exc).replace('`$', '`$.body', 1)}") from None
 
 
+def check_task_event(task_id: str, body: Any) -> None:
+    """Raise `InvalidLedgerId` or `InvalidEvent` as `append_task_event` would, without a
+    ledger: for callers that check their input before opening one."""
+    safe_id("task id", task_id)
+    _checked_body(body, _TASK_BODIES)
+
+
 def utc_now() -> str:
     """RFC 3339 UTC with exactly six fraction digits (the ledger's one time format)."""
     ns = time.time_ns()
@@ -720,4 +727,12 @@ def _recover(
     return ledger, found
 
 
-__all__ = ["Appended", "Ledger", "LedgerDamaged", "Mode", "init_project", "open_ledger"]
+__all__ = [
+    "Appended",
+    "Ledger",
+    "LedgerDamaged",
+    "Mode",
+    "check_task_event",
+    "init_project",
+    "open_ledger",
+]
