@@ -126,7 +126,20 @@ class AttemptStillOpen(EventRejected):
 
 
 class WriterFailed(LedgerError):
-    """The writer hit an I/O error; the on-disk state is unknown until the ledger is reopened."""
+    """The writer hit an I/O error (a full disk, say): appends are refused until the ledger is
+    reopened, which recovers every acknowledged event from the journal."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(
+            f"{path}: cannot write the ledger: {reason}; appends are refused until it is "
+            "reopened (nothing acknowledged is lost: reopening recovers it)"
+        )
+
+    @classmethod
+    def of(cls, exc: OSError, path: Path) -> WriterFailed:
+        return cls(exc.filename or path, exc.strerror or str(exc))
 
 
 class UnsafeArchive(LedgerError):

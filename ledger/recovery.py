@@ -37,7 +37,7 @@ from .chain import ChainReader
 from .errors import ChainBroken, LedgerDamaged
 from .journal import COMMIT, write_all
 from .state import TaskState
-from .store import ProjectPaths, fsync_dir, read_tail
+from .store import ProjectPaths, fsync_dir, naming, read_tail
 from .verify import Head
 
 AnyReader = ChainReader[ProjectRecord] | ChainReader[TaskRecord]
@@ -227,7 +227,12 @@ def _append_durably(path: Path, data: bytes) -> None:
 def _write_durably(path: Path, data: bytes, flags: int) -> None:
     fd = os.open(path, os.O_WRONLY | flags, 0o644)
     try:
-        write_all(fd, data)
-        os.fsync(fd)
+        with naming(path):
+            write_all(fd, data)
+            os.fsync(fd)
+    except OSError:
+        if flags & os.O_EXCL:  # a quarantine file of ours, half written: not left behind
+            path.unlink(missing_ok=True)
+        raise
     finally:
         os.close(fd)

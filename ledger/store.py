@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,18 @@ class SchemaVersion(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     hash: str = "sha256 of the canonical event without event_hash, lowercase hex"
     genesis_prev_event_hash: str = GENESIS_HASH
     spec: str = "docs/FORMAT.md"
+
+
+@contextlib.contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """An `OSError` raised inside names `path` when it names no file itself (``os.write``
+    errors do not), so that the error a person sees says which file could not be written."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(path)
+        raise
 
 
 def safe_id(kind: str, value: str) -> str:

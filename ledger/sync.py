@@ -21,7 +21,7 @@ from .errors import ChainBroken, LedgerError
 from .render import render_task_log, write_task_log
 from .store import ProjectPaths, read_manifest
 from .verify import Head, VerifyReport, read_head, verify_project
-from .writer import Appended, Ledger, Mode, init_project, open_ledger
+from .writer import Appended, Ledger, Mode, check_task_event, init_project, open_ledger
 
 T = TypeVar("T")
 
@@ -101,6 +101,12 @@ class WorkflowLogger:
             next_action=next_action,
             usage=usage,
         )
+        return self._append(task_id, body)
+
+    def _append(self, task_id: str, body: Attempt | TaskClosed) -> Appended:
+        """Check the id and the event before the ledger is opened (opening writes: the lock,
+        the journal, recovery), so that bad input writes nothing."""
+        check_task_event(task_id, body)
         return self._run(lambda ledger: ledger.append_task_event(task_id, body))
 
     def close_task(self, task_id: str, final_status: str, summary: str = "") -> Appended:
@@ -111,7 +117,7 @@ class WorkflowLogger:
             allowed = ", ".join(s.value for s in FinalStatus)
             raise LedgerError(f"invalid final status {final_status!r}: one of {allowed}") from None
         body = TaskClosed(final_status=status, summary=summary)
-        appended = self._run(lambda ledger: ledger.append_task_event(task_id, body))
+        appended = self._append(task_id, body)
         write_task_log(self.paths, task_id)
         return appended
 

@@ -29,7 +29,7 @@ import contextlib
 import os
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -68,6 +68,7 @@ from .store import (
     ProjectPaths,
     SchemaVersion,
     fsync_dir,
+    naming,
     read_manifest,
     safe_id,
     write_file_atomic,
@@ -156,6 +157,13 @@ def _checked_body(
     except msgspec.DecodeError as exc:
         # Name the field as it sits in the record: `$.body.result`, not `$.result`.
         raise InvalidEvent(f"invalid event: {str(exc).replace('`$', '`$.body', 1)}") from None
+
+
+def check_task_event(task_id: str, body: Any) -> None:
+    """Raise `InvalidLedgerId` or `InvalidEvent` as `append_task_event` would, without a
+    ledger: for callers that check their input before opening one."""
+    safe_id("task id", task_id)
+    _checked_body(body, _TASK_BODIES)
 
 
 def utc_now() -> str:
@@ -282,7 +290,7 @@ class Ledger:
                             with anyio.move_on_after(FLUSH_AFTER_S) as idle:
                                 await self._wake_writer.wait()
                             if idle.cancelled_caught:
-                                self._flush_chains()
+                                self._flush_or_fail()
                         else:
                             await self._wake_writer.wait()
                         continue
@@ -297,7 +305,10 @@ class Ledger:
                         if self._journal is not None and self._journal.size >= CHECKPOINT_BYTES:
                             await self._drain()
                             if self._failed is None:
-                                await self._checkpoint()
+                                try:
+                                    await self._checkpoint()
+                                except OSError as exc:
+                                    self._fail(exc, self.paths.dir)
                     if self._queued:
                         await anyio.lowlevel.checkpoint()  # let the fsync for it start
             finally:
@@ -376,7 +387,7 @@ class Ledger:
             try:
                 self._journal.append(b"".join([*lines, *batch.project_lines, COMMIT]))
             except OSError as exc:
-                self._fail(exc)
+                self._fail(exc, self._journal.path)
         if self.mode == "buffered" or not (batch.project_lines or batch.flush):
             self._complete(batch)
             return
@@ -418,7 +429,7 @@ class Ledger:
                     try:
                         await anyio.to_thread.run_sync(self._journal.sync)
                     except OSError as exc:
-                        self._fail(exc)
+                        self._fail(exc, self._journal.path)
                 while self._waiting and self._waiting[0].number <= upto:
                     self._complete(self._waiting.popleft())
         finally:
@@ -465,7 +476,7 @@ class Ledger:
                 try:
                     self._flush_chains()
                 except OSError as exc:
-                    self._fail(exc)
+                    self._fail(exc, self.paths.dir)
                     for request in batch.requests:
                         request.result = None
                         request.error = self._failed
@@ -477,22 +488,39 @@ class Ledger:
         finally:
             batch.done.set()
 
-    def _fail(self, exc: OSError) -> None:
+    def _fail(self, exc: OSError, path: Path) -> None:
+        """An I/O error (a full disk, say): from now on every append is refused with an error
+        naming the file. Whatever was acknowledged is in the journal, which the next writer
+        redoes; what the failed write left half done was never acknowledged."""
         if self._failed is None:
-            self._failed = WriterFailed(f"writing the ledger failed: {exc}; reopen to recover")
-            log.error("ledger.write_failed", project_id=self.paths.project_id, error=str(exc))
+            self._failed = WriterFailed.of(exc, path)
+            log.error(
+                "ledger.write_failed",
+                project_id=self.paths.project_id,
+                file=str(exc.filename or path),
+                error=exc.strerror or str(exc),
+            )
 
     def _flush_chains(self) -> None:
+        """Append the pending lines to the chain files (an `OSError` names the file)."""
         # Task files before the project file, as a crash image must show (links after events).
         if not self._pending_bytes:
             return
         for task_id, lines in self._pending_tasks.items():
-            write_all(self._task_fd(task_id), b"".join(lines))
+            with naming(self.paths.task_events(task_id)):
+                write_all(self._task_fd(task_id), b"".join(lines))
             self._dirty.add(task_id)
-        write_all(self._project_fd, b"".join(self._pending_project))
+        with naming(self.paths.events):
+            write_all(self._project_fd, b"".join(self._pending_project))
         self._pending_tasks.clear()
         self._pending_project.clear()
         self._pending_bytes = 0
+
+    def _flush_or_fail(self) -> None:
+        try:
+            self._flush_chains()
+        except OSError as exc:
+            self._fail(exc, self.paths.dir)
 
     async def _checkpoint(self) -> None:
         """Make the chain files durable, then empty the journal."""
@@ -569,7 +597,8 @@ def init_project(root: str | Path, project_id: str) -> ProjectPaths:
     if not lock.try_acquire():
         raise LedgerLocked(paths.dir, 0)
     try:
-        _create(paths)
+        with _refused(paths):
+            _create(paths)
     finally:
         lock.release()
     return paths
@@ -623,10 +652,11 @@ async def open_ledger(
     ledger: Ledger | None = None
     body_error: Exception | None = None
     try:
-        if create and not paths.manifest.exists():
-            _create(paths)
-        manifest = read_manifest(paths)
-        ledger, found = _recover(paths, manifest, mode)
+        with _refused(paths):
+            if create and not paths.manifest.exists():
+                _create(paths)
+            manifest = read_manifest(paths)
+            ledger, found = _recover(paths, manifest, mode)
         async with anyio.create_task_group() as tg:
             ledger._closed = False
             tg.start_soon(ledger._run)
@@ -639,13 +669,33 @@ async def open_ledger(
             finally:
                 ledger._close_queue()
         if ledger._failed is None:
-            await ledger._checkpoint()
+            try:
+                await ledger._checkpoint()
+            except OSError as exc:
+                # Every acknowledged event is in the journal: the next writer redoes it. The
+                # appends succeeded; only tidying up failed (a full disk, say).
+                log.warning(
+                    "ledger.checkpoint_failed",
+                    project_id=paths.project_id,
+                    file=str(exc.filename or paths.dir),
+                    error=exc.strerror or str(exc),
+                )
         if body_error is not None:
             raise body_error
     finally:
         if ledger is not None:
             ledger._close_files()
         lock.release()
+
+
+@contextlib.contextmanager
+def _refused(paths: ProjectPaths) -> Iterator[None]:
+    """Opening (creating, recovering) the ledger hit an I/O error: a `WriterFailed` naming the
+    file. Recovery is safe to repeat: it removes nothing before its copy is on disk."""
+    try:
+        yield
+    except OSError as exc:
+        raise WriterFailed.of(exc, paths.dir) from None
 
 
 def _recover(
@@ -677,4 +727,12 @@ def _recover(
     return ledger, found
 
 
-__all__ = ["Appended", "Ledger", "LedgerDamaged", "Mode", "init_project", "open_ledger"]
+__all__ = [
+    "Appended",
+    "Ledger",
+    "LedgerDamaged",
+    "Mode",
+    "check_task_event",
+    "init_project",
+    "open_ledger",
+]

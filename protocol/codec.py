@@ -91,6 +91,10 @@ def decode(raw: bytes | str, type: type[T], *, source: str | None = None) -> T:
         raise ProtocolError(_explained(reason, path, type), path=path, source=source) from None
     except msgspec.DecodeError as exc:
         raise ProtocolError(f"not valid JSON: {exc}", source=source) from None
+    except UnicodeDecodeError as exc:  # msgspec's own error for bad UTF-8 inside a string
+        raise ProtocolError(
+            f"not valid JSON: invalid UTF-8 at byte {exc.start} ({exc.reason})", source=source
+        ) from None
     except (RecursionError, MemoryError) as exc:
         raise ProtocolError(
             f"payload too deeply nested or too large ({exc.__class__.__name__})", source=source

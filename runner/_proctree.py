@@ -20,9 +20,15 @@ becomes the runner's child, not init's. That is what lets the supervisor reap th
 processes it killed: on hosts whose pid 1 does not reap (minimal container and VM inits, this
 project's own CI machine among them), every killed orphan would otherwise stay a zombie forever.
 
-Known limit: a process that daemonizes (fork, ``setsid``, parent exits) *and* clears its
-environment before the next refresh cannot be told apart from the runner's other children; it
-is not killed.
+A process that daemonizes (fork, ``setsid``, parent exits) *and* clears its environment
+before the next refresh carries no link to its step at all: an *escapee*. It is still the
+runner's child (the subreaper adopted it), in a session that is neither the runner's nor any
+step's, and it is not one of the runner's own processes (those that are session leaders register
+with `own_spawn`). While a step's tree is being killed the runner's children are listed, and
+every such child is handed to an ending step to be killed with its tree, unless a step that was
+already running when the escapee started is still running (it may be that step's, and a running
+step's processes are never killed early). A child older than every step still registered is left
+alone: nothing says it came from a step.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import functools
 import os
 import signal
 import sys
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 TOKEN_ENV = "RUNNER_STEP_TOKEN"
@@ -207,6 +214,8 @@ class _Scanner:
         self.last = 0
         self.pending: set[int] = set()
         self.unclaimed: dict[int, int] = {}  # our children that belong to no tree (yet)
+        self.own: dict[int, int] = {}  # the runner's own session leaders (pid -> starttime)
+        self.spawning = 0  # own spawns between the fork and their registration
         self.me = os.getpid()
 
     def register(self, tree: ProcessTree, since_pid: int) -> None:
@@ -241,6 +250,8 @@ class _Scanner:
                 self.unclaimed[pid] = stat.starttime
         self.last = newest
         self._claim_orphans()
+        if any(tree.killing for tree in self.trees.values()):
+            self._claim_escapees()
 
     def _owner(self, stat: ProcStat) -> ProcessTree | None:
         """The tree `stat` belongs to: by parent, group or session, else by its token."""
@@ -272,6 +283,72 @@ class _Scanner:
                     del self.unclaimed[pid]
                     tree.adopt(stat)
                     break
+
+    def _claim_escapees(self) -> None:
+        """Hand the runner's escaped children to ending trees (see the module docstring).
+
+        Called while a tree is being killed. Our children are read from
+        ``/proc/self/task/*/children`` (a subreaper's adopted orphans are attached to any of its
+        threads): a few small reads, only while some step is ending.
+        """
+        if self.spawning:
+            return  # an own process may be forked but not registered yet: decide next time
+        session = os.getsid(0)
+        members = [tree.members for tree in self.trees.values()]
+        self.own = {p: t for p, t in self.own.items() if (s := read_stat(p)) and s.starttime == t}
+        for pid in _children():
+            if pid in self.trees or any(pid in m for m in members):
+                continue
+            stat = read_stat(pid)
+            if stat is None or stat.ppid != self.me or stat.session == session:
+                continue
+            if self.own.get(pid) == stat.starttime or not _thread_group_leader(pid):
+                continue
+            owners = [t for t in self.trees.values() if t.started <= stat.starttime]
+            if not owners or not all(tree.ending for tree in owners):
+                continue  # older than every step, or a running step may own it
+            killing = [t for t in owners if t.killing] or [
+                t for t in self.trees.values() if t.killing
+            ]
+            if not killing:
+                continue
+            heir = killing[-1]
+            self.unclaimed.pop(pid, None)
+            heir.adopt(stat)
+            heir.escapees.append(pid)
+
+    def own_child(self, pid: int) -> None:
+        stat = read_stat(pid)
+        if stat is not None:
+            self.own[pid] = stat.starttime
+
+
+def _children() -> list[int]:
+    """The pids of this process's children (every thread's)."""
+    found: list[int] = []
+    try:
+        with os.scandir("/proc/self/task") as entries:
+            tids = [e.name for e in entries]
+    except OSError:
+        return found
+    for tid in tids:
+        data = _read(f"/proc/self/task/{tid}/children")
+        if data:
+            found.extend(int(p) for p in data.split())
+    return found
+
+
+@contextlib.contextmanager
+def own_spawn() -> Iterator[Callable[[int], None]]:
+    """Wrap a spawn of one of the runner's own processes in a session of its own (not a step):
+    call the function it yields with the new pid. Such a process looks like an escapee (our
+    child, outside the runner's session and every step's); registered, it is never taken for
+    one, and while the spawn is under way no escapee is decided on at all."""
+    _SCANNER.spawning += 1
+    try:
+        yield _SCANNER.own_child
+    finally:
+        _SCANNER.spawning -= 1
 
 
 def _token_of(pid: int) -> bytes | None:
@@ -306,6 +383,14 @@ class ProcessTree:
         self.groups: set[int] = {root}
         self.sessions: set[int] = {root}
         self.root_reaped = False
+        stat = read_stat(root)
+        self.started = stat.starttime if stat is not None else 0
+        # `ending`: the step is over (its tree is being killed, or was); `killing` while the
+        # kill is under way, the only time an escapee can be handed to it and still be killed.
+        self.ending = False
+        self.killing = False
+        self.escapees: list[int] = []
+        self.reaped = 0
         self._me = os.getpid()
         _SCANNER.register(self, since_pid)
 
@@ -382,6 +467,7 @@ class ProcessTree:
             if stat.pid != self.root and stat.ppid == self._me and stat.state == "Z":
                 with contextlib.suppress(ChildProcessError, OSError):
                     if os.waitpid(stat.pid, os.WNOHANG)[0] == stat.pid:
+                        self.reaped += 1
                         continue
             left.append(stat)
         return left

@@ -21,9 +21,12 @@ replaced by an earlier draft. Objects without ``verdict`` are noise.
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import msgspec
 
@@ -71,7 +74,7 @@ def extract_result(
 ) -> Extraction:
     """Apply the rule to a round's files (see the module docstring)."""
     found = _from_stdout(stdout_file, scan_bytes)
-    if result_file.exists():
+    if os.path.lexists(result_file):
         extraction = _from_file(result_file)
         if (
             extraction.result is not None
@@ -113,7 +116,7 @@ def extract_result(
 
 def _from_file(path: Path) -> Extraction:
     try:
-        with path.open("rb") as f:
+        with open_regular(path) as f:
             raw = f.read(MAX_RESULT_FILE_BYTES + 1)
     except OSError as exc:
         return _fail(
@@ -138,7 +141,7 @@ def _from_file(path: Path) -> Extraction:
 def _from_stdout(path: Path, scan_bytes: int) -> _Candidate | None:
     """The last result-like candidate in the tail window of stdout, or None."""
     try:
-        with path.open("rb") as f:
+        with open_regular(path) as f:
             size = f.seek(0, 2)
             start = max(0, size - scan_bytes)
             f.seek(start)
@@ -184,7 +187,7 @@ def _classify(text: bytes) -> tuple[bool, _Candidate | None]:
     """(is it JSON, the candidate if it is result-like)."""
     try:
         obj: Any = msgspec.json.decode(text)
-    except (msgspec.DecodeError, RecursionError):
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return False, (_Candidate(text, None, _NOT_JSON) if b'"verdict"' in text else None)
     if not isinstance(obj, dict) or "verdict" not in obj:
         return True, None
@@ -194,9 +197,33 @@ def _classify(text: bytes) -> tuple[bool, _Candidate | None]:
         return True, _Candidate(text, None, str(exc))
 
 
+def open_regular(path: Path) -> BinaryIO:
+    """`path` opened for reading, if it is a regular file; else `OSError` saying what it is.
+
+    The round directory belongs to the agent as much as to the runner: a FIFO put where a file
+    is expected would block an ordinary open for reading forever (no limit applies to the
+    runner itself), and a symbolic link would make the runner read, and quote in the record, a
+    file of the agent's choosing anywhere. So no link is followed and nothing blocks.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, "it is a symbolic link (not followed)") from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "it is not a regular file (a FIFO, socket or device)")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _tail(path: Path) -> bytes:
     try:
-        with path.open("rb") as f:
+        with open_regular(path) as f:
             size = f.seek(0, 2)
             f.seek(max(0, size - EXCERPT_CHARS))
             return f.read()

@@ -30,6 +30,7 @@ import anyio
 
 from kernel import CommandRerun, WorkspaceFacts
 from protocol import StepPack
+from runner import _proctree
 from runner.git import GitError, changed_files, git, is_repo, toplevel
 from runner.log import get_logger
 
@@ -166,14 +167,16 @@ async def run_shell(index: int, command: str, *, cwd: Path, timeout_s: float) ->
     """
     started = time.monotonic()
     try:
-        process = await anyio.open_process(
-            ["/bin/sh", "-c", command],
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with _proctree.own_spawn() as own:
+            process = await anyio.open_process(
+                ["/bin/sh", "-c", command],
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            own(process.pid)
     except OSError as exc:
         return CommandRerun(
             index=index, command=command, exit_code=None, detail=f"could not start: {exc}"

@@ -47,6 +47,7 @@ from protocol import (
     version_file,
 )
 from protocol.freeze import Approver
+from runner import _proctree
 from runner.files import write_atomic
 from runner.log import get_logger
 
@@ -209,13 +210,15 @@ async def run_controller(
     if not argv:
         raise ControllerFailed(["<empty>"], "is empty")
     try:
-        process = await anyio.open_process(
-            list(argv),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
+        with _proctree.own_spawn() as own:
+            process = await anyio.open_process(
+                list(argv),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+            own(process.pid)
     except OSError as exc:
         raise ControllerFailed(argv, f"cannot be started: {exc.strerror or exc}") from None
     out, err = bytearray(), bytearray()

@@ -462,9 +462,14 @@ class _Step:
         # root is gone, and an unreaped root would count as a survivor until give-up.
         if self.process.poll() is not None:
             self.tree.root_reaped = True
-        self.tree.refresh()
-        left = self.tree.settle()
-        return bool(left) or self.tree.group_alive(left)
+        while True:
+            reaped = self.tree.reaped
+            self.tree.refresh()
+            left = self.tree.settle()
+            # A member reaped just now may have left children, ours since its death: look
+            # again before saying nothing is left (an escapee's children are found this way).
+            if self.tree.reaped == reaped:
+                return bool(left) or self.tree.group_alive(left)
 
     def _signal_new(self, sig: int) -> None:
         for pid in self.tree.running():
@@ -474,7 +479,11 @@ class _Step:
 
     async def _terminate(self) -> None:
         """End every process of the tree: SIGTERM, grace, SIGKILL; wait until all are reaped."""
-        await self._kill_tree()
+        self.tree.ending = self.tree.killing = True
+        try:
+            await self._kill_tree()
+        finally:
+            self.tree.killing = False
         self.terminated = True
 
     async def _kill_tree(self) -> None:
@@ -525,6 +534,13 @@ class _Step:
             self.notes.append("cancelled by the caller")
         if not self.terminated:
             await self._terminate()
+        if self.tree.escapees:
+            pids = sorted(self.tree.escapees)
+            self.notes.append(
+                f"killed {len(pids)} process(es) that had escaped a step's tree (own session, "
+                f"no step token): {pids}"
+            )
+            log.warning("step.escapees_killed", step=self.label, pids=pids)
         self.tree.release()
         with anyio.move_on_after(_KILL_GIVE_UP_SEC):
             await self.process.wait()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Protocol
 
 import anyio
@@ -114,9 +114,9 @@ class GitWorktrees:
             raise WorkspaceError(repo, "the repository has no commit yet") from None
         if await _abort_own_merge(repo):
             log.warning("workspace.merge_aborted", path=str(repo), reason="left by a killed runner")
-        dirty = await git.git(repo, "status", "--porcelain", "--untracked-files=no")
-        if dirty.strip():
-            files = ", ".join(line[3:] for line in dirty.splitlines()[:5])
+        dirty = await _edited_tracked_files(repo)
+        if dirty:
+            files = ", ".join(dirty[:5])
             raise WorkspaceError(
                 repo, f"uncommitted changes to tracked files ({files}); commit or stash them"
             )
@@ -144,6 +144,20 @@ class GitWorktrees:
             return Accepted(merged=True, detail="no change to merge")
         merge_message = f"Merge {ws.branch}: {message}\n\n{trailers(ws.task_key, ws.label)}"
         async with self._git_lock:
+            # The checkout was clean when the campaign opened it, and only merges change it:
+            # an edit now came from outside the runner (an agent that wrote out of its
+            # worktree, say). A merge would leave it in place, unreviewed, to be committed by
+            # whoever comes next; nothing is merged until a person has dealt with it.
+            edited = await _edited_tracked_files(self.root)
+            if edited:
+                log.warning("workspace.target_edited", task_id=ws.task_key, files=edited)
+                return Accepted(
+                    merged=False,
+                    conflicted_files=tuple(edited),
+                    detail=f"{self.root}: tracked files edited outside the runner: "
+                    f"{', '.join(edited[:5])}; nothing is merged until they are committed or "
+                    "reverted",
+                )
             result = await git.merge(self.root, ws.branch, merge_message)
         if result.merged:
             log.info("workspace.merged", task_id=ws.task_key, commit=result.commit)
@@ -305,8 +319,18 @@ class InPlace:
 
 
 def copy_evidence(source_workspace: Path, target_workspace: Path) -> None:
-    """Merge ``source/.artifacts`` into ``target/.artifacts`` (files only, links skipped)."""
-    src = source_workspace / ARTIFACTS_ROOT
+    """Merge ``source/.artifacts`` into ``target/.artifacts`` (files only, links skipped).
+
+    The agent may have replaced the evidence directory itself, or its parent, with a link (to
+    ``/``, say): nothing is copied then, or the runner would copy whatever the link points at
+    into the main workspace.
+    """
+    src = source_workspace
+    for part in PurePosixPath(ARTIFACTS_ROOT).parts:
+        src = src / part
+        if src.is_symlink():
+            log.warning("workspace.artifacts_link_skipped", path=str(src))
+            return
     if not src.is_dir() or source_workspace.resolve() == target_workspace.resolve():
         return
     dst = target_workspace / ARTIFACTS_ROOT
@@ -316,6 +340,12 @@ def copy_evidence(source_workspace: Path, target_workspace: Path) -> None:
         target = dst / path.relative_to(src)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, target)
+
+
+async def _edited_tracked_files(repo: Path) -> list[str]:
+    """Tracked files of `repo`'s checkout that differ from HEAD (staged or not)."""
+    out = await git.git(repo, "status", "--porcelain", "--untracked-files=no")
+    return [line[3:] for line in out.splitlines() if line.strip()]
 
 
 async def _abort_own_merge(repo: Path) -> bool:

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from kernel import GuardRefused, KernelError
-from ledger import ChainBroken, LedgerDamaged, LedgerError, LedgerLocked
+from ledger import ChainBroken, LedgerDamaged, LedgerError, LedgerLocked, WriterFailed
 from protocol import ProtocolError
 from runner import __version__
 from runner.checkpoint import CheckpointError
@@ -40,6 +40,7 @@ ERROR_EXIT_CODES: list[tuple[type[BaseException], int]] = [
     (LedgerLocked, EXIT_BUSY),
     (ChainBroken, EXIT_CHECK),
     (LedgerDamaged, EXIT_CHECK),
+    (WriterFailed, EXIT_CHECK),
     (LedgerError, EXIT_INPUT),
     (KernelError, EXIT_INPUT),
     (ProgressError, EXIT_INPUT),

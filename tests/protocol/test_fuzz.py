@@ -86,3 +86,10 @@ def test_deep_nesting_is_a_protocol_error() -> None:
     decodes_or_protocol_error(raw, "step-pack")
     raw = '{"task_id":' * 5000
     decodes_or_protocol_error(raw, "step-result")
+
+
+def test_invalid_utf8_inside_a_string_is_a_protocol_error() -> None:
+    # msgspec raises UnicodeDecodeError (not DecodeError) for these: it must not escape.
+    for raw in (b'{"\x80": 1}', b'{"verdict": "P\xff"}', b'"\xed\xa0\x80"'):
+        for kind in (None, "step-result", "step-pack"):
+            decodes_or_protocol_error(raw, kind)

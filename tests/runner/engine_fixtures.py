@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
+import signal
 import subprocess
 import sys
 import time
@@ -23,7 +25,14 @@ import msgspec
 import psutil
 
 from protocol import QueueTask, TaskQueue, encode_pretty
-from protocol.ledger_events import LEDGER_RECORD, ProjectRecord, TaskRecord
+from protocol.ledger_events import (
+    LEDGER_RECORD,
+    Attempt,
+    AttemptInterrupted,
+    AttemptStarted,
+    ProjectRecord,
+    TaskRecord,
+)
 from tests.runner.test_mock_shim import CONFIG as SHIM_CONFIG
 
 PY = sys.executable
@@ -50,9 +59,10 @@ class TaskSpec:
     depends_on: list[str] = field(default_factory=list)
     priority: int = 0
     runtime: dict[str, Any] = field(default_factory=dict)
+    context: dict[str, Any] = field(default_factory=dict)  # more of the pack's context
 
     def pack(self) -> dict[str, Any]:
-        context: dict[str, Any] = {"mock_scenario": self.scenario}
+        context: dict[str, Any] = {"mock_scenario": self.scenario, **self.context}
         context["mock_files"] = (
             self.files if self.files is not None else {f"src/{self.key}.txt": f"{self.key}\n"}
         )
@@ -320,3 +330,62 @@ def json_events(stderr: str) -> list[dict[str, Any]]:
             except json.JSONDecodeError:
                 continue
     return out
+
+
+def drain_with_kills(
+    p: Project,
+    args: tuple[str, ...],
+    rng: random.Random,
+    max_kills: int,
+    *,
+    expect_code: int,
+    after_kill: Callable[[int], None] | None = None,
+) -> int:
+    """Start the campaign, SIGKILL it at a random moment (0.3-2 s in), up to `max_kills`
+    times, then let it finish (exit `expect_code`); returns the number of kills. The agents a
+    killed runner had started live on in their own sessions, as they do after `kill -9`: the
+    next runner must cope with them. `after_kill(n)` looks at what the n-th kill left."""
+    kills = 0
+    while True:
+        started = p.popen(*args)
+        if kills < max_kills:
+            try:
+                started.proc.wait(timeout=rng.uniform(0.3, 2.0))
+            except subprocess.TimeoutExpired:
+                started.proc.send_signal(signal.SIGKILL)
+                started.proc.wait(timeout=10)
+                kills += 1
+                if after_kill is not None:
+                    after_kill(kills)
+                continue
+        code = started.finish(timeout=60)
+        assert code == expect_code, started.tail()
+        return kills
+
+
+def assert_ends_like(p: Project, reference: dict[str, str]) -> None:
+    """The end state of an interrupted and resumed campaign equals an uninterrupted one's: the
+    same statuses; every completed task merged once and closed once; no attempt counted past
+    its limit, none left open, each started one ended; a ledger that verifies; no worktree or
+    branch left."""
+    assert p.statuses() == reference
+    queue = p.queue()
+    completed = sorted(k for k, s in reference.items() if s == "completed")
+    assert p.merges_per_task() == dict.fromkeys(completed, 1)
+    for key in completed:
+        assert p.event_types(key).count("task_closed") == 1, key
+    for key, task in queue.items():
+        assert task.attempts <= task.max_attempts, key
+    verified = p.verify_ledger()
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    # Every attempt started was ended: by its record, or as interrupted (by the cycle, or by
+    # the reconciliation of the next run); none is left open.
+    for key in p.specs:
+        records = p.task_events(key)
+        if records:
+            assert not records[-1].attempt_open, key
+        opened = sum(isinstance(r.body, AttemptStarted) for r in records)
+        ended = sum(isinstance(r.body, Attempt | AttemptInterrupted) for r in records)
+        assert opened == ended, key
+    assert p.worktrees() == []
+    assert p.runner_branches() == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +141,40 @@ def test_unreadable_file_is_a_failure(tmp_path: Path) -> None:
     directory.mkdir()
     extraction = extract_result(directory, out)
     assert extraction.failure.reason is ParseFailureReason.RESULT_FILE_UNREADABLE
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link", "dangling-link"])
+def test_a_result_file_that_is_no_regular_file_is_refused_without_blocking(
+    tmp_path: Path, kind: str
+) -> None:
+    """The agent owns the round directory: a FIFO there would block an open for reading
+    forever, a link would have the runner read and quote a file of the agent's choosing."""
+    out = tmp_path / "out.txt"
+    out.write_text(compact(OTHER))
+    outside = tmp_path / "outside.json"
+    outside.write_text(compact(GOOD))
+    result_file = tmp_path / "step_result.json"
+    if kind == "fifo":
+        os.mkfifo(result_file)
+    else:
+        result_file.symlink_to(outside if kind == "link" else tmp_path / "missing")
+    extraction = extract_result(result_file, out)
+    assert extraction.failure.reason is ParseFailureReason.RESULT_FILE_UNREADABLE
+    what = "not a regular file" if kind == "fifo" else "symbolic link (not followed)"
+    assert what in extraction.failure.detail
+
+
+def test_invalid_utf8_inside_a_result_is_a_parse_failure(tmp_path: Path) -> None:
+    bad = b'{"verdict": "P\xff", "reason_code": "X"}\n'
+    assert run(tmp_path, bad).failure.reason is ParseFailureReason.RESULT_MALFORMED
+    assert run(tmp_path, "", file=bad).failure.reason is ParseFailureReason.RESULT_FILE_MALFORMED
+
+
+def test_a_stdout_file_swapped_for_a_fifo_is_no_result_not_a_hang(tmp_path: Path) -> None:
+    out = tmp_path / "out.txt"
+    os.mkfifo(out)
+    extraction = extract_result(tmp_path / "step_result.json", out)
+    assert extraction.failure.reason is ParseFailureReason.NO_RESULT
 
 
 def test_only_the_tail_window_is_scanned(tmp_path: Path) -> None:
