@@ -381,6 +381,8 @@ class Campaign:
             trend=True,
         )
         status = triage.get(queue, key).status
+        if end.stop and not report.stop_reason:
+            report.stop_reason = end.stop[:500]
         if status is TaskStatus.COMPLETED:
             report.completed.append(key)
             self._stagnant = 0

@@ -126,6 +126,7 @@ class CycleEnd:
     reworks: int = 0
     spend: Spend | None = None
     merged_commit: str | None = None
+    stop: str | None = None  # why no new attempt should start anywhere (a person must act)
 
     @property
     def infrastructure(self) -> bool:
@@ -252,6 +253,12 @@ class Cycle:
                     return self._end(
                         AttemptOutcome.PASSED, "accepted", None, merged=accepted.commit
                     )
+                if accepted.target_edited:
+                    # Every merge would meet the same edit: the task waits for a person
+                    # (its reviewed work stays in the ledger and evidence) and so does the
+                    # campaign; `runner queue set KEY pending` after the checkout is clean.
+                    reason = f"TARGET_EDITED: {accepted.detail}"
+                    return self._end(AttemptOutcome.BLOCKED, reason, None, stop=reason)
                 reason = f"merge conflict in {', '.join(accepted.conflicted_files) or '?'}"
                 self.reporter.emit("task.conflict", self.key, files=list(accepted.conflicted_files))
                 if rework_round < self.options.max_rework_rounds:
@@ -561,6 +568,7 @@ class Cycle:
         resume_as: Literal["retry", "revision"] | None,
         *,
         merged: str | None = None,
+        stop: str | None = None,
     ) -> CycleEnd:
         self.reporter.emit("attempt.finished", self.key, outcome=str(outcome), reason=reason)
         return CycleEnd(
@@ -571,6 +579,7 @@ class Cycle:
             reworks=self.attempt.reworks,
             spend=self.attempt.spend,
             merged_commit=merged,
+            stop=stop,
         )
 
 

@@ -62,6 +62,9 @@ class Accepted:
     commit: str | None = None
     conflicted_files: tuple[str, ...] = ()
     detail: str = ""
+    # Tracked files of the target checkout changed outside the runner: no merge can go in
+    # until a person deals with them (a rework cannot help, unlike a conflict).
+    target_edited: bool = False
 
 
 class Workspaces(Protocol):
@@ -154,6 +157,7 @@ class GitWorktrees:
                 return Accepted(
                     merged=False,
                     conflicted_files=tuple(edited),
+                    target_edited=True,
                     detail=f"{self.root}: tracked files edited outside the runner: "
                     f"{', '.join(edited[:5])}; nothing is merged until they are committed or "
                     "reverted",

@@ -130,16 +130,21 @@ def test_hostile_agents_are_contained_and_recorded(tmp_path: Path, trial: str) -
 def test_an_agent_that_edits_the_target_checkout_gets_nothing_merged(tmp_path: Path) -> None:
     """The agent writes into the main checkout (outside its worktree), then does its own work
     truthfully and passes review. The runner does not merge on top of the edit: the target
-    branch never contains it, and the queue says which file was edited outside the runner."""
-    p = hostile_project(tmp_path, {"outside": "edit_outside"})
+    branch never contains it, the task waits for a person with the file named (a rework
+    could not help), and the campaign starts nothing more (every merge would meet the edit)."""
+    p = hostile_project(tmp_path, {"outside": "edit_outside", "later": "mock:pass"})
     try:
-        result = p.run(timeout=60)
+        result = p.run("--max-parallel-steps", "1", timeout=60)
     finally:
         kill_processes_under(tmp_path)
     assert result.returncode == 1, result.stderr[-3000:]
     task = p.queue()["outside"]
-    assert task.status == "failed"
-    assert task.last_reason == "merge conflict in README.md", task
+    assert task.status == "blocked"
+    assert task.last_reason is not None and task.last_reason.startswith("TARGET_EDITED: "), task
+    assert "tracked files edited outside the runner: README.md" in task.last_reason
+    assert task.reworks == 0  # no pointless conflict rework
+    assert "stopped: TARGET_EDITED" in result.stdout, result.stdout
+    assert p.statuses()["later"] == "pending"  # not started after the stop
     assert p.head_file("README.md") == "# project\n"
     assert p.head_file("src/outside.txt") is None  # nothing of the attempt was merged
     assert p.merges_per_task() == {}
