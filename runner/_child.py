@@ -78,7 +78,12 @@ class Child:
     async def wait(self) -> int:
         while self.poll() is None:
             if self._pidfd is not None:
-                await anyio.wait_readable(self._pidfd)
+                try:
+                    await anyio.wait_readable(self._pidfd)
+                except anyio.ClosedResourceError:
+                    # `poll()` from the kill loop reaped it meanwhile and closed the pidfd
+                    # (telling the loop first): the exit code is known, the loop ends.
+                    continue
             else:
                 await anyio.sleep(_FALLBACK_POLL_SEC)
         assert self.returncode is not None

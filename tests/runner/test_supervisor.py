@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ import psutil
 import pytest
 
 from protocol import EndReason
+from runner._child import Child
 from runner.supervisor import Limits, StepRun, StepSpec, Supervisor, run_step
 from tests.runner.hostile import (
     CLOSE_STDOUT_AND_STAY,
@@ -536,3 +538,26 @@ async def test_own_session_leaders_are_never_taken_for_escapees(tmp_path: Path) 
     assert "escaped" not in runs[0].outcome.detail
     assert (rerun[0].exit_code, rerun[0].timed_out) == (0, False), rerun[0]
     assert _proctree._SCANNER.spawning == 0
+
+
+async def test_a_child_reaped_by_poll_while_waited_for_ends_the_wait() -> None:
+    """The kill loop's `poll()` may reap the root (and close its pidfd) while `_wait_exit`
+    awaits that pidfd: the wait must end with the exit code, not a ClosedResourceError."""
+    child = Child.start(
+        ["sleep", "30"], cwd=None, env=dict(os.environb),
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    codes: list[int] = []
+
+    async def waiter() -> None:
+        codes.append(await child.wait())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter)
+        await anyio.sleep(0.1)  # the waiter now awaits the pidfd
+        os.kill(child.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while child.poll() is None:  # reaped here, without letting the waiter run
+            assert time.monotonic() < deadline
+            time.sleep(0.01)  # noqa: ASYNC251 (blocking on purpose: the waiter must not run)
+    assert codes == [-9]
