@@ -11,7 +11,14 @@ from .attempts import (
     classify,
     next_pointers,
 )
-from .campaign import BackoffPolicy, CampaignConfig, Hooks, StepLimits
+from .campaign import (
+    BackoffPolicy,
+    CampaignConfig,
+    ClusterConfig,
+    ExecutorKind,
+    Hooks,
+    StepLimits,
+)
 from .checkpoint import (
     AbsentEntry,
     CheckpointEntry,
@@ -147,6 +154,7 @@ __all__ = [
     "CampaignStarted",
     "CheckpointEntry",
     "CheckpointManifest",
+    "ClusterConfig",
     "CommandCheck",
     "CommandRecord",
     "ConformanceReport",
@@ -159,6 +167,7 @@ __all__ = [
     "EvidenceRequirement",
     "ExecutionBlockedUnapproved",
     "ExecutionStarted",
+    "ExecutorKind",
     "FailedGate",
     "FileEntry",
     "FileRef",

@@ -7,7 +7,7 @@ control next to the queue.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -51,6 +51,21 @@ class StepLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_memory_mb: PosInt | None = None
 
 
+ExecutorKind = Literal["local", "dask", "dask-local"]
+
+
+class ClusterConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Where the steps run (docs/scale-out.md): here (`local`), on the Dask cluster of
+    `scheduler` (`dask`), or on a LocalCluster of `workers` processes (`dask-local`); `remote`
+    is the git URL workers fetch from (default: the workspace's path)."""
+
+    executor: ExecutorKind = "local"
+    scheduler: str | None = None
+    workers: PosInt | None = None
+    remote: str | None = None
+    connect_timeout_sec: PosFloat = 30.0
+
+
 class CampaignConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_parallel_steps: PosInt = 1
     max_rework_rounds: NonNegInt = 1
@@ -64,3 +79,4 @@ class CampaignConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     limits: StepLimits = msgspec.field(default_factory=StepLimits)
     hooks: Hooks = msgspec.field(default_factory=Hooks)
     backoff: BackoffPolicy = msgspec.field(default_factory=BackoffPolicy)
+    cluster: ClusterConfig = msgspec.field(default_factory=ClusterConfig)

@@ -35,13 +35,13 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import msgspec
 import psutil
 
-from protocol import ARTIFACTS_ROOT
+from protocol import ARTIFACTS_ROOT, ExecutorKind
 
 from . import git, transfer
 from . import log as runner_log
@@ -64,7 +64,6 @@ if TYPE_CHECKING:
 log = get_logger("runner.distributed")
 
 EXTRA = "ai-coding-control-plane[distributed]"
-ExecutorKind = Literal["local", "dask", "dask-local"]
 EXECUTOR_KINDS: tuple[ExecutorKind, ...] = ("local", "dask", "dask-local")
 CUT_NOTE = "evidence_cut.json"
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import click
 
 from ledger import LedgerNotFound, ProjectPaths, verify_project
-from protocol import is_safe_id
+from protocol import ExecutorKind, is_safe_id
 from runner import demo as demo_run
-from runner.distributed import ClusterSettings, ExecutorKind, check_settings
+from runner.distributed import ClusterSettings, check_settings
 from runner.engine import default_project_id
 from runner.live import is_terminal
 from runner.progress import Progress, load_queue

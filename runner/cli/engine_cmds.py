@@ -13,7 +13,7 @@ import click
 import msgspec
 
 import protocol
-from protocol import CampaignConfig
+from protocol import CampaignConfig, ClusterConfig
 from runner.campaign import CampaignReport
 from runner.cli._group import EXIT_CLUSTER
 from runner.distributed import EXECUTOR_KINDS, ClusterSettings
@@ -74,10 +74,10 @@ def engine_options(f: F) -> F:
         click.option("--no-live", is_flag=True, help="No live view on a terminal."),
         click.option("--lock-timeout", type=click.FloatRange(min=0), default=0.0,
                      show_default=True, help="Wait this long for another runner's locks."),
-        click.option("--executor", type=click.Choice(EXECUTOR_KINDS), default="local",
-                     show_default=True,
+        click.option("--executor", type=click.Choice(EXECUTOR_KINDS),
                      help="Where steps run: here, on the Dask cluster of --scheduler, or on a "
-                          "Dask LocalCluster of --workers processes (docs/scale-out.md)."),
+                          "Dask LocalCluster of --workers processes (docs/scale-out.md) "
+                          "[default: the config's cluster.executor, else local]."),
         click.option("--scheduler", metavar="ADDRESS",
                      help="The Dask scheduler of --executor dask (tcp://HOST:8786)."),
         click.option("--workers", type=click.IntRange(min=1),
@@ -89,8 +89,8 @@ def engine_options(f: F) -> F:
                      help="Workers' repository cache [default: <progress-dir>/worker-cache "
                           "for dask-local, the worker's own for dask]."),
         click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True),
-                     default=30.0, show_default=True,
-                     help="Seconds to reach the Dask scheduler and see a worker there."),
+                     help="Seconds to reach the Dask scheduler and see a worker there "
+                          "[default: the config's cluster.connect_timeout_sec, 30]."),
     ]  # fmt: skip
     for option in reversed(options):
         f = option(f)
@@ -138,14 +138,27 @@ def _settings(
         live=not kw["no_live"],
         lock_timeout=kw["lock_timeout"],
         only_keys=only,
-        cluster=ClusterSettings(
-            executor=kw["executor"],
-            scheduler=kw["scheduler"],
-            workers=kw["workers"],
-            remote=kw["remote"],
-            cache_dir=kw["worker_cache_dir"].resolve() if kw["worker_cache_dir"] else None,
-            connect_timeout=kw["connect_timeout"],
-        ),
+        cluster=_cluster(kw, config.cluster),
+    )
+
+
+def _cluster(kw: dict[str, Any], config: ClusterConfig) -> ClusterSettings:
+    """The config file's cluster section with the command line's options over it. An
+    executor named on the command line takes none of the file's executor-specific options
+    (a file's scheduler must not follow `--executor dask-local`)."""
+    if kw["executor"] is not None and kw["executor"] != config.executor:
+        config = ClusterConfig(executor=kw["executor"])
+
+    def pick(name: str, default: Any) -> Any:
+        return kw[name] if kw[name] is not None else default
+
+    return ClusterSettings(
+        executor=config.executor,
+        scheduler=pick("scheduler", config.scheduler),
+        workers=pick("workers", config.workers),
+        remote=pick("remote", config.remote),
+        cache_dir=kw["worker_cache_dir"].resolve() if kw["worker_cache_dir"] else None,
+        connect_timeout=pick("connect_timeout", config.connect_timeout_sec),
     )
 
 

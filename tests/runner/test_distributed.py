@@ -22,6 +22,7 @@ import pytest
 
 from protocol.ledger_events import Attempt, AttemptStarted
 from tests.runner.engine_fixtures import (
+    FAST_CONFIG,
     Project,
     TaskSpec,
     git,
@@ -407,3 +408,37 @@ def test_a_signal_to_the_controller_kills_the_steps_on_their_workers(tmp_path: P
     verified = project.verify_ledger()
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert not list((cache / "work").glob("*/")), "worktrees left on the worker"
+
+
+def _config(**cluster: Any) -> dict[str, Any]:
+    return {**FAST_CONFIG, "cluster": cluster}
+
+
+def test_the_config_file_can_name_the_executor(tmp_path: Path) -> None:
+    """`cluster` in campaign.json chooses the executor like the options do."""
+    project = Project(tmp_path, [TaskSpec("one")], config=_config(executor="dask-local", workers=1))
+    result = project.run()
+    assert result.returncode == 0, result.stderr[-3000:]
+    connected = [e for e in json_events(result.stderr) if e.get("event") == "cluster.connected"]
+    assert [e["executor"] for e in connected] == ["dask-local"]
+    assert project.statuses() == {"one": "completed"}
+
+
+def test_the_command_line_executor_wins_over_the_config_file(tmp_path: Path) -> None:
+    """The file's scheduler does not follow `--executor local` (nothing connects to it)."""
+    config = _config(executor="dask", scheduler="tcp://127.0.0.1:9", connect_timeout_sec=1)
+    project = Project(tmp_path, [TaskSpec("one")], config=config)
+    result = project.run("--executor", "local")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "cluster.connected" not in result.stderr
+    assert project.statuses() == {"one": "completed"}
+
+
+def test_a_bad_cluster_section_names_the_field_and_the_choices(tmp_path: Path) -> None:
+    project = Project(tmp_path, [TaskSpec("one")], config=_config(executor="k8s"))
+    result = project.run()
+    assert result.returncode == 2, result.stderr
+    assert "$.cluster.executor: Invalid enum value 'k8s'" in result.stderr
+    assert "expected one of: dask, dask-local, local" in result.stderr
+    assert not project.ledger_dir.exists()
+    assert project.statuses() == {"one": "pending"}
