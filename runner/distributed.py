@@ -212,10 +212,6 @@ async def dask_step(ticket: StepTicket) -> StepReturn:
     return await run_ticket(ticket)
 
 
-def _cancel(tokens: list[str]) -> int:
-    return cancel_tickets(tokens)
-
-
 class DaskExecutor:
     """Runs each dispatch on a worker of `client`'s cluster; see the module docstring."""
 
@@ -318,7 +314,7 @@ class DaskExecutor:
 
     async def _cancel_remote(self, token: str) -> None:
         with contextlib.suppress(Exception):
-            await cast(Any, self.client).run(_cancel, [token], on_error="ignore")
+            await cast(Any, self.client).run(cancel_tickets, [token], on_error="ignore")
 
     async def _check_capacity(self, needs: dict[str, float]) -> None:
         workers = await _workers(self.client)

@@ -57,6 +57,7 @@ CACHE_ENV = "RUNNER_WORKER_CACHE"
 # The log level and format of a worker's steps (`runner --log-level/--log-format` read them too).
 LOG_ENV = ("RUNNER_LOG_LEVEL", "RUNNER_LOG_FORMAT")
 DEFAULT_CACHE = Path("~/.cache/ai-coding-control-plane/worker")
+_LOCK_POLL_SEC = 0.02
 
 # The steps running in this process, by ticket token (what `cancel_tickets` can reach).
 _running: dict[str, Supervisor] = {}
@@ -286,18 +287,20 @@ def _repo_lock(repo: Path) -> Path:
 async def _file_lock(path: Path, *, wait: bool = True) -> AsyncIterator[bool]:
     """Hold an exclusive `flock` on `path` (yields False without waiting when `wait` is False
     and another holder has it). The descriptor is close-on-exec: a step's processes never
-    inherit it, so the lock ends with the worker process that took it."""
+    inherit it, so the lock ends with the worker process that took it. Waiting polls on the
+    event loop rather than blocking a thread in `flock`, so a cancelled step stops waiting."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
-        if wait:
-            await anyio.to_thread.run_sync(fcntl.flock, fd, fcntl.LOCK_EX)
-        else:
+        while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
             except BlockingIOError:
-                yield False
-                return
+                if not wait:
+                    yield False
+                    return
+                await anyio.sleep(_LOCK_POLL_SEC)
         yield True
     finally:
         os.close(fd)

@@ -126,9 +126,12 @@ def write_files(root: Path, files: Mapping[str, bytes]) -> None:
     inside = root.resolve()
     for rel, data in files.items():
         target = root / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if not target.parent.resolve().is_relative_to(inside):
+        # Checked on the deepest directory that exists before any is made: a link in the
+        # way must not get directories made through it either.
+        existing = next(p for p in target.parents if p.is_dir())
+        if not existing.resolve().is_relative_to(inside):
             raise TransferError(f"evidence path {rel!r} leads out of {root} through a link")
+        target.parent.mkdir(parents=True, exist_ok=True)
         if target.is_symlink():
             target.unlink()
         target.write_bytes(data)

@@ -78,6 +78,16 @@ def test_evidence_outside_artifacts_is_refused_and_nothing_is_written(tmp_path: 
     assert not (tmp_path / ".artifacts").exists()
 
 
+def test_evidence_through_a_link_is_refused_before_any_directory_is_made(tmp_path: Path) -> None:
+    workspace, outside = tmp_path / "ws", tmp_path / "outside"
+    workspace.mkdir()
+    outside.mkdir()
+    (workspace / ".artifacts").symlink_to(outside)
+    with pytest.raises(TransferError, match="through a link"):
+        transfer.write_files(workspace, {".artifacts/agent_runs/r/R1/out.txt": b"x"})
+    assert list(outside.iterdir()) == []
+
+
 def test_evidence_is_collected_once_and_big_files_as_their_tail(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
