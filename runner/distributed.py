@@ -303,6 +303,11 @@ class DaskExecutor:
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True), anyio.move_on_after(10):
                 await self._cancel_remote(ticket.token)
+                # The step ends as cancelled on its worker once it has killed the agent and
+                # removed its worktree: wait for that, or closing the cluster right after
+                # (a SIGINT to the controller) kills the worker halfway through its cleanup.
+                with contextlib.suppress(Exception):
+                    await future
                 await cast(Any, self.client).cancel([future])
             raise
         except dd.KilledWorker as exc:
