@@ -58,74 +58,71 @@ def seal(record: R, decoder: msgspec.json.Decoder[R] | None) -> tuple[R, bytes]:
 
 def seal_task_line(
     body: bytes,
-    *,
     attempt_open: bool,
     closed: bool,
     pointer: AttemptPointer | None,
-    prev_event_hash: str,
-    project_id: str,
+    prev_event_hash: bytes,
+    project_id: bytes,
     project_seq: int,
     seq: int,
-    task_id: str,
-    ts: str,
+    task_id: bytes,
+    ts: bytes,
 ) -> tuple[str, bytes]:
     """The `event_hash` and the line of a task record, written straight from its members.
 
-    The writer's hot path: exactly `canonical(TaskRecord(...))` (tests/ledger/test_chain.py
+    The writer's hot path: exactly `canonical(TaskRecord(...))` (tests/ledger/test_lines.py
     checks it) without building and encoding the record, because every member but `body` is
-    of a kind whose JSON needs no escaping: safe ids, hex hashes, the fixed timestamp,
-    integers and booleans the writer made or a strict decode produced. `body` is the canonical
-    bytes of a body that was decoded strictly.
+    of a kind whose JSON needs no escaping: safe ids, hex hashes, the fixed timestamp (all
+    passed as ASCII bytes), integers and booleans the writer made or a strict decode produced.
+    `body` is the canonical bytes of a body that was decoded strictly.
     """
-    head = b"".join(
-        (_OPEN if attempt_open else _NOT_OPEN, body, _CLOSED if closed else _NOT_CLOSED)
-    )
-    where = "null" if pointer is None else f'{{"r":{pointer.r},"s":{pointer.s}}}'
-    tail = (
-        f',"pointer":{where},"prev_event_hash":"{prev_event_hash}","project_id":"{project_id}",'
-        f'"project_seq":{project_seq},"seq":{seq},"task_id":"{task_id}","ts":"{ts}"}}'
-    ).encode()
-    return _join_sealed(head, tail)
+    head = _OPEN if attempt_open else _NOT_OPEN
+    middle = _CLOSED if closed else _NOT_CLOSED
+    where = b"null" if pointer is None else b'{"r":%d,"s":%d}' % (pointer.r, pointer.s)
+    tail = _TASK_TAIL % (where, prev_event_hash, project_id, project_seq, seq, task_id, ts)
+    h = hashlib.sha256(head)
+    h.update(body)
+    h.update(middle)
+    h.update(tail)
+    digest = h.hexdigest()
+    line = b"".join((head, body, middle, HASH_MEMBER, digest.encode(), b'"', tail, b"\n"))
+    return digest, line
 
 
 def seal_project_line(
-    body: bytes, *, prev_event_hash: str, project_id: str, seq: int, ts: str
+    body: bytes, prev_event_hash: bytes, project_id: bytes, seq: int, ts: bytes
 ) -> tuple[str, bytes]:
     """`seal_task_line` for a project record."""
     return _join_sealed(b"".join((b'{"body":', body, b',"chain":"project"')),
-                        _project_tail(prev_event_hash, project_id, seq, ts))  # fmt: skip
+                        _PROJECT_TAIL % (prev_event_hash, project_id, seq, ts))  # fmt: skip
 
 
-def seal_link_line(
-    task_id: str,
-    task_seq: int,
-    task_event_hash: str,
-    task_event_type: str,
-    *,
-    prev_event_hash: str,
-    project_id: str,
-    seq: int,
-    ts: str,
+def link_json(task_id: bytes, task_seq: int, task_event_hash: str, task_event_type: bytes) -> bytes:
+    """One member of a `task_events` line's `events`, canonical (the same safe kinds of
+    value as in `seal_task_line`; an event type is a tag of ours)."""
+    return _LINK % (task_event_hash.encode(), task_event_type, task_id, task_seq)
+
+
+def seal_links_line(
+    links: list[bytes], prev_event_hash: bytes, project_id: bytes, seq: int, ts: bytes
 ) -> tuple[str, bytes]:
-    """`seal_project_line` for a `task_event` link, its body written straight too."""
-    head = (
-        f'{{"body":{{"task_event_hash":"{task_event_hash}","task_event_type":"{task_event_type}",'
-        f'"task_id":"{task_id}","task_seq":{task_seq},"type":"task_event"}},"chain":"project"'
-    ).encode()
-    return _join_sealed(head, _project_tail(prev_event_hash, project_id, seq, ts))
+    """`seal_project_line` for a `task_events` line of `link_json` members, in order."""
+    head = b"".join((_LINKS_HEAD, b",".join(links), _LINKS_END))
+    return _join_sealed(head, _PROJECT_TAIL % (prev_event_hash, project_id, seq, ts))
 
 
 _OPEN = b'{"attempt_open":true,"body":'
 _NOT_OPEN = b'{"attempt_open":false,"body":'
 _CLOSED = b',"chain":"task","closed":true'
 _NOT_CLOSED = b',"chain":"task","closed":false'
-
-
-def _project_tail(prev_event_hash: str, project_id: str, seq: int, ts: str) -> bytes:
-    return (
-        f',"prev_event_hash":"{prev_event_hash}","project_id":"{project_id}","seq":{seq},'
-        f'"ts":"{ts}"}}'
-    ).encode()
+_TASK_TAIL = (
+    b',"pointer":%s,"prev_event_hash":"%s","project_id":"%s","project_seq":%d,"seq":%d,'
+    b'"task_id":"%s","ts":"%s"}'
+)
+_PROJECT_TAIL = b',"prev_event_hash":"%s","project_id":"%s","seq":%d,"ts":"%s"}'
+_LINK = b'{"task_event_hash":"%s","task_event_type":"%s","task_id":"%s","task_seq":%d}'
+_LINKS_HEAD = b'{"body":{"events":['
+_LINKS_END = b'],"type":"task_events"},"chain":"project"'
 
 
 def _join_sealed(head: bytes, tail: bytes) -> tuple[str, bytes]:

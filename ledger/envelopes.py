@@ -7,8 +7,8 @@
 - `chain` is a plain member, not a union tag (a tag that sorts after `body` would make msgspec
   scan the body twice to find it);
 - the ids carry no pattern: verify compares every line's ids with its chain's own, which it
-  checks once (ledger/scan.py); a `task_event` link's `task_id` (`Link`) is checked once per
-  task it names (ledger/verify.py);
+  checks once (ledger/scan.py); a link's `task_id` (`Link`) is checked once per task it
+  names (ledger/verify.py);
 - `event_hash` is required (the protocol types default it to empty for sealing).
 
 Bodies keep their full protocol types, so every event's shape is still checked strictly.
@@ -16,7 +16,7 @@ Bodies keep their full protocol types, so every event's shape is still checked s
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -35,10 +35,8 @@ from protocol.ledger_events import (
 )
 
 
-class Link(
-    msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="type", tag="task_event"
-):
-    """`protocol.ledger_events.TaskEventLinked` with `task_id` unchecked (see the module doc)."""
+class Link(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
+    """`protocol.ledger_events.TaskEventLink` with `task_id` unchecked (see the module doc)."""
 
     task_id: str
     task_seq: Count
@@ -46,9 +44,17 @@ class Link(
     task_event_type: str
 
 
+class Links(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="type", tag="task_events"
+):
+    """`protocol.ledger_events.TaskEventsLinked` with `Link`s."""
+
+    events: Annotated[list[Link], msgspec.Meta(min_length=1)]
+
+
 ProjectBody = (
     ProjectCreated
-    | Link
+    | Links
     | RecoveredTornTail
     | ProjectImported
     | ExecutionStarted

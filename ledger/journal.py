@@ -1,16 +1,17 @@
-"""The writer's journal: a redo log that makes one fsync per batch enough.
+"""The writer's journal: a redo log that makes one disk write per batch enough.
 
 A batch's lines (task lines, then project lines, then the line `COMMIT`) are appended to
-``.journal.jsonl`` in one write and, in durable mode, fsynced: that single fsync is the commit.
-Only then are the lines appended to their chain files, without fsync, and the producers told.
-The chain files are fsynced at a
-checkpoint (when the journal has grown past `CHECKPOINT_BYTES`, and on close), after which the
-journal is emptied. So:
+``.journal.jsonl`` in one write which, in durable mode, returns once they are on disk: that
+write is the commit. Only then are the lines appended to their chain files, without fsync, and
+the producers told. When the journal has grown past `CHECKPOINT_BYTES` it is renamed to
+``.journal.old.jsonl`` and a new one started; once the chain files hold every line of the old
+journal and are fsynced (a checkpoint), the old journal is deleted. On close the chain files
+are fsynced and the journal emptied. So:
 
-- an empty journal means every chain file is complete (a clean shutdown);
-- after a crash, every acknowledged line is in the journal, and any chain file may lack a
-  suffix of the journal's lines for it (or end in a torn piece of one): recovery re-appends
-  them (ledger/recovery.py);
+- no journal with lines means every chain file is complete (a clean shutdown);
+- after a crash, every acknowledged line is in the old journal or the journal (in that
+  order), and any chain file may lack a suffix of their lines for it (or end in a torn piece
+  of one): recovery re-appends them (ledger/recovery.py);
 - a batch without its `COMMIT` line at the end of the journal (a write cut short, which can
   end on a line boundary) was never acknowledged and never reached a chain file.
 """
@@ -20,8 +21,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .store import ProjectPaths
+
 CHECKPOINT_BYTES = 16 * 1024 * 1024
-COMMIT = b'{"commit":true}\n'
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -30,38 +32,27 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-class Journal:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-        self.size = os.fstat(self._fd).st_size
-
-    def append(self, data: bytes) -> None:
-        _write_all(self._fd, data)
-        self.size += len(data)
-
-    def sync(self) -> None:
-        os.fsync(self._fd)
-
-    def reset(self, durable: bool) -> None:
-        """Empty the journal (every chain file is complete and, if `durable`, fsynced)."""
-        os.ftruncate(self._fd, 0)
-        if durable:
-            os.fsync(self._fd)
-        self.size = 0
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-
-def pending(path: Path) -> bool:
-    """Whether a journal holds lines, i.e. its writer did not shut down cleanly."""
+def empty_journals(paths: ProjectPaths) -> None:
+    """After recovery: every chain file holds the journals' lines, durably; empty them."""
+    fd = os.open(paths.journal, os.O_WRONLY | os.O_CREAT, 0o644)
     try:
-        return path.stat().st_size > 0
+        os.ftruncate(fd, 0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    paths.old_journal.unlink(missing_ok=True)
+
+
+def pending(paths: ProjectPaths) -> bool:
+    """Whether a journal holds lines, i.e. its writer did not shut down cleanly."""
+    return any(_size(path) for path in (paths.old_journal, paths.journal))
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
     except FileNotFoundError:
-        return False
+        return 0
 
 
 write_all = _write_all

@@ -32,6 +32,11 @@ class WriterLock:
                 raise LedgerLocked(self.path.parent, timeout_s)
             await anyio.sleep(POLL_S)
 
+    @property
+    def fd(self) -> int:
+        """The locked descriptor: a process that inherits it holds the lock too."""
+        return self._fd
+
     def try_acquire(self) -> bool:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:

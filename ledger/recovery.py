@@ -3,14 +3,15 @@
 After a clean shutdown the journal is empty and every chain file ends in a complete, valid
 line: open reads the project chain's last line and each task's last line when first used.
 
-After a crash the journal holds every acknowledged line (see ledger/journal.py). Recovery:
+After a crash the journals (the old one, if a checkpoint was running, then the current one)
+hold every acknowledged line that a chain file may lack (see ledger/journal.py). Recovery:
 
-1. a torn end of the journal (after its last commit line) was never acknowledged and never
+1. a torn end of a journal (after its last commit line) was never acknowledged and never
    reached a chain file: it is moved to ``quarantine/``;
-2. for each chain the journal names, a torn end of the chain file (bytes after its last
+2. for each chain the journals name, a torn end of the chain file (bytes after its last
    newline, or a last line that does not verify) is moved to ``quarantine/``;
-3. the journal's lines that the chain file lacks are appended (each is checked: canonical,
-   hashed, continuing its chain), the files fsynced, the journal emptied.
+3. the journals' lines that the chain file lacks are appended (each is checked: canonical,
+   hashed, continuing its chain), the files fsynced, the journals emptied.
 
 Every quarantine is returned as a `RecoveredTornTail` event for the project chain. Anything
 that does not fit (a gap, a hash that differs) is damage: `LedgerDamaged`, nothing touched.
@@ -34,8 +35,9 @@ from protocol.ledger_events import (
 
 from .canonical import sha256_hex
 from .chain import ChainReader
+from .commit_process import COMMIT
 from .errors import ChainBroken, LedgerDamaged
-from .journal import COMMIT, write_all
+from .journal import write_all
 from .state import TaskState
 from .store import ProjectPaths, fsync_dir, naming, read_tail
 from .verify import Head
@@ -160,24 +162,29 @@ def _reader_for(paths: ProjectPaths, chain_id: str, task_id: str | None) -> AnyR
 def recover(
     paths: ProjectPaths, chain_id: str, found: list[RecoveredTornTail]
 ) -> tuple[Head, dict[str, TaskState]]:
-    """Bring every chain up to the journal after a crash; returns the project head and the
-    states of the tasks the journal touched. The caller empties the journal afterwards."""
-    data = paths.journal.read_bytes()
-    # Only whole batches count: a write cut short may still end on a line boundary.
-    end = data.rfind(COMMIT) + len(COMMIT) if COMMIT in data else 0
-    if end < len(data):
-        found.append(_quarantine(paths, paths.journal, end, data[:end].count(b"\n") + 1,
-                                 "torn", None))  # fmt: skip
-    pending: dict[str | None, list[tuple[int, bytes]]] = {}
-    for number, line in enumerate(data[:end].splitlines(keepends=True), start=1):
-        if line == COMMIT:
-            continue
+    """Bring every chain up to the journals (the old one first) after a crash; returns the
+    project head and the states of the tasks the journals touched. The caller empties the
+    journals afterwards."""
+    pending: dict[str | None, list[tuple[Path, int, bytes]]] = {}
+    for journal in (paths.old_journal, paths.journal):
         try:
-            record = _record_decoder.decode(line)
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            raise LedgerDamaged(ChainBroken(paths.journal, number, f"bad line: {exc}")) from None
-        key = record.task_id if isinstance(record, TaskRecord) else None
-        pending.setdefault(key, []).append((number, line))
+            data = journal.read_bytes()
+        except FileNotFoundError:
+            continue
+        # Only whole batches count: a write cut short may still end on a line boundary.
+        end = data.rfind(COMMIT) + len(COMMIT) if COMMIT in data else 0
+        if end < len(data):
+            found.append(_quarantine(paths, journal, end, data[:end].count(b"\n") + 1,
+                                     "torn", None))  # fmt: skip
+        for number, line in enumerate(data[:end].splitlines(keepends=True), start=1):
+            if line == COMMIT:
+                continue
+            try:
+                record = _record_decoder.decode(line)
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+                raise LedgerDamaged(ChainBroken(journal, number, f"bad line: {exc}")) from None
+            key = record.task_id if isinstance(record, TaskRecord) else None
+            pending.setdefault(key, []).append((journal, number, line))
     tasks: dict[str, TaskState] = {}
     head: Head | None = None
     # Task chains first: a project line is only ever written after its task lines.
@@ -186,19 +193,19 @@ def recover(
         last = _last_good(reader, True, paths, key, found)
         seq, prev = (last.seq, last.event_hash) if last is not None else (-1, GENESIS_HASH)
         append: list[bytes] = []
-        for number, line in pending[key]:
+        for journal, number, line in pending[key]:
             check = _reader_for(paths, chain_id, key)
             try:
                 record = check.resume(line)
             except ChainBroken as exc:
-                raise LedgerDamaged(ChainBroken(paths.journal, number, exc.reason)) from None
+                raise LedgerDamaged(ChainBroken(journal, number, exc.reason)) from None
             if record.seq <= seq:
                 if record.seq == seq and record.event_hash != prev:
                     raise LedgerDamaged(ChainBroken(reader.path, seq + 1, "differs from the "
                                         "journal", record.event_hash, prev))  # fmt: skip
                 continue
             if (record.seq, record.prev_event_hash) != (seq + 1, prev):
-                raise LedgerDamaged(ChainBroken(paths.journal, number, f"does not continue "
+                raise LedgerDamaged(ChainBroken(journal, number, f"does not continue "
                                     f"{paths.relative(reader.path)} at seq {seq}"))  # fmt: skip
             append.append(line)
             seq, prev, last = record.seq, record.event_hash, record

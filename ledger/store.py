@@ -10,6 +10,7 @@ Layout under ``<root>/<project_id>/`` (see docs/FORMAT.md)::
     tasks/<task_id>/artifacts/       files the task's events refer to
     quarantine/                      unacknowledged bytes moved aside by crash recovery
     .journal.jsonl                   the writer's redo log; empty after a clean shutdown
+    .journal.old.jsonl               the previous redo log while its checkpoint runs
     .lock                            the writer lock
 """
 
@@ -27,6 +28,7 @@ import msgspec
 from protocol import ProtocolError, check_id
 from protocol.ledger_events import FORMAT_VERSION, GENESIS_HASH
 
+from .commit_process import fsync_dir as fsync_dir  # the one copy (stdlib only)
 from .errors import InvalidLedgerId, LedgerError, LedgerNotFound
 
 TAIL_CHUNK = 64 * 1024
@@ -107,6 +109,11 @@ class ProjectPaths:
         return self.dir / ".journal.jsonl"
 
     @property
+    def old_journal(self) -> Path:
+        """A journal being checkpointed (see ledger/journal.py)."""
+        return self.dir / ".journal.old.jsonl"
+
+    @property
     def quarantine(self) -> Path:
         return self.dir / "quarantine"
 
@@ -141,6 +148,11 @@ def read_manifest(paths: ProjectPaths) -> ProjectManifest:
         manifest = msgspec.json.decode(raw, type=ProjectManifest)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise LedgerError(f"{paths.manifest}: not a project manifest: {exc}") from None
+    if manifest.format != FORMAT_VERSION:
+        raise LedgerError(
+            f"{paths.manifest}: ledger format {manifest.format}; this runner reads format "
+            f"{FORMAT_VERSION} only (docs/FORMAT.md)"
+        )
     if manifest.project_id != paths.project_id:
         raise LedgerError(
             f"{paths.manifest}: project_id {manifest.project_id!r} does not match the "
@@ -167,14 +179,6 @@ def write_file_atomic(path: Path, data: bytes) -> None:
             Path(tmp).unlink()
         raise
     fsync_dir(path.parent)
-
-
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)

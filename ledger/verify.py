@@ -2,7 +2,7 @@
 
 Memory does not grow with the number of events: lines are read one at a time, and the
 cross-check keeps per task only a count and a running SHA-256 of the links (task seq, task
-event hash, project seq). The project chain feeds one from its `task_event` links, the task
+event hash, project seq). The project chain feeds one from its `task_events` links, the task
 chain the other from its own events; equal digests mean the two chains agree line for line.
 Only when they differ is the pair re-read in step to name the first line that disagrees.
 
@@ -27,12 +27,12 @@ from protocol.ledger_events import (
     GENESIS_HASH,
     MAX_SAFE_INT,
     ProjectRecord,
-    TaskEventLinked,
+    TaskEventsLinked,
     TaskRecord,
 )
 
 from .chain import ChainReader
-from .envelopes import Link, ProjectLine, TaskLine
+from .envelopes import Link, Links, ProjectLine, TaskLine
 from .errors import ChainBroken, EventRejected, LedgerError
 from .journal import pending
 from .scan import ChainScanner, Checked, L, blocks
@@ -124,7 +124,7 @@ def verify_project(
     chain) and return what was found; raises only when there is no ledger to check."""
     manifest = read_manifest(paths)
     report = VerifyReport(project_id=paths.project_id)
-    dirty = pending(paths.journal)
+    dirty = pending(paths)
     links = _verify_project_chain(paths, manifest, report, expect_heads, dirty)
     # With the project chain broken, task chains are still checked on their own, but their
     # links cannot be: the problem already reported is the cause of any mismatch.
@@ -214,15 +214,17 @@ def _note_project_events(
     touched: list[_Links] = []
     for record in records:
         body = record.body
-        if type(body) is not Link:
+        if type(body) is not Links:
             continue
-        link = links.get(body.task_id)
-        if link is None or body.task_seq != link.count:
-            link = _check_link(links, body, record.seq, paths)
-        if not link.keys:
-            touched.append(link)
-        link.count += 1
-        link.keys.append(f"{body.task_event_hash}{record.seq}\n")  # `_link_key`
+        seq = record.seq
+        for event in body.events:
+            link = links.get(event.task_id)
+            if link is None or event.task_seq != link.count:
+                link = _check_link(links, event, seq, paths)
+            if not link.keys:
+                touched.append(link)
+            link.count += 1
+            link.keys.append(f"{event.task_event_hash}{seq}\n")  # `_link_key`
     for link in touched:
         link.digest.update("".join(link.keys).encode())
         link.keys.clear()
@@ -354,9 +356,11 @@ def _locate(paths: ProjectPaths, task_id: str, count: int) -> Problem:
     """The first line where a task chain and the project chain's links to it disagree."""
     path = paths.task_events(task_id)
     project_links = (
-        (r.seq, r.body)
+        (r.seq, event)
         for r in (msgspec.json.decode(line, type=ProjectRecord) for line in _lines(paths.events))
-        if isinstance(r.body, TaskEventLinked) and r.body.task_id == task_id
+        if isinstance(r.body, TaskEventsLinked)
+        for event in r.body.events
+        if event.task_id == task_id
     )
     task_records = (msgspec.json.decode(line, type=TaskRecord) for line in _lines(path))
     for index in range(count):

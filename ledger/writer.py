@@ -1,32 +1,28 @@
-"""The ledger's one writer: many producers, one task that owns the files, group commit.
+"""The ledger's one writer: many producers, one task that seals, group commit.
 
 Producers call `append_task_event` / `append_project_event` from any number of tasks. A body is
 checked where it is submitted: encoded to its canonical bytes once, and those bytes decoded with
 the event's strict type (Structs built in Python skip msgspec's checks, and the writer must never
 write a line that verify would refuse). The request then waits in a queue; the writer task takes
-up to `MAX_BATCH` queued requests (a batch), checks each event against its task's state, seals
-it into a line around the body bytes already checked, and commits the batch:
+up to `MAX_BATCH` queued requests (a batch), checks each event against its task's state and
+seals it into a line around the body bytes already checked. A batch's consecutive task events
+get one `task_events` line in the project chain that links them all.
 
-1. all its lines (task lines, then project lines: one `task_event` link per task event) are
-   appended to the journal in one write;
-2. durable mode leaves the fsync to the syncer tasks, which run it in a worker thread: one
-   fsync serves every batch written before it started, however many task files they touch, and
-   up to `MAX_SYNCS` run at once. The writer seals the next batch meanwhile;
-3. once its fsync is done (buffered mode: at once) a batch is complete: its producers are
-   resolved, and its lines go to the chain files behind the journal (no fsync; the journal can
-   redo them), once 1 MiB has gathered or the writer has been idle for 10 ms.
+The sealed batch goes to the committer (ledger/committer.py), a thread that journals it,
+fsyncs (durable mode) and appends the lines to the chain files behind the journal, while the
+writer seals the next batch. Once the committer reports a batch done, the completer task
+publishes the new state and wakes the batch's producers. Buffered mode skips every fsync: a
+crash of the process (SIGKILL) still loses nothing acknowledged, a crash of the machine may.
 
-Producers of one batch share one event: a producer costs one wake-up, not a stream message and
-an event of its own. Chain files are fsynced at checkpoints, after which the journal is emptied
-(ledger/journal.py); ledger/recovery.py redoes the journal after a crash. Buffered mode skips
-every fsync: a crash of the process (SIGKILL) still loses nothing acknowledged, a crash of the
-machine may.
+The event loop's time per event is the ledger's throughput (docs/performance.md), so the hot
+path is written flat: templates instead of records (ledger/chain.py), one wake-up per producer,
+no per-event objects beyond the request and the task's new state.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import os
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
@@ -45,11 +41,12 @@ from protocol.ledger_events import (
     ProjectCreated,
     ProjectRecord,
     RecoveredTornTail,
-    TaskEventLinked,
+    TaskEventsLinked,
 )
 
 from .canonical import canonical
-from .chain import seal, seal_link_line, seal_project_line, seal_task_line
+from .chain import link_json, seal, seal_links_line, seal_project_line, seal_task_line
+from .committer import Committer, Job
 from .errors import (
     InvalidEvent,
     InvalidLedgerId,
@@ -59,16 +56,15 @@ from .errors import (
     LedgerLocked,
     WriterFailed,
 )
-from .journal import CHECKPOINT_BYTES, COMMIT, Journal, pending, write_all
+from .journal import empty_journals, pending
 from .lock import WriterLock
 from .recovery import project_head, recover, task_tail
-from .state import TaskState, advance, event_type
+from .state import TaskState, advance
 from .store import (
     ProjectManifest,
     ProjectPaths,
     SchemaVersion,
     fsync_dir,
-    naming,
     read_manifest,
     safe_id,
     write_file_atomic,
@@ -76,17 +72,10 @@ from .store import (
 from .verify import Head
 
 Mode = Literal["durable", "buffered"]
-FLUSH_BYTES = 1024 * 1024
-FLUSH_AFTER_S = 0.01
-# A batch holds at most this many requests: with more producers waiting, several batches, and
-# the writer seals one while the journal's fsync for another runs (up to MAX_SYNCS at once).
-# Smaller batches would overlap more of the fsync with 64 producers, but each fsync costs the
-# event loop a round trip to a worker thread: measured here, that costs more than it hides
-# (docs/performance.md).
-MAX_BATCH = 64
-MAX_SYNCS = 2
+# A batch holds at most this many requests. With more producers waiting, several batches are
+# in flight: the committer fsyncs one while the writer seals the next.
+MAX_BATCH = 32
 QUEUE_SIZE = 8192
-OPEN_FILES = 256
 
 log = structlog.get_logger("ledger")
 _project_decoder = msgspec.json.Decoder(ProjectRecord)
@@ -97,12 +86,13 @@ def _decoders(types: tuple[type[Any], ...]) -> dict[type[Any], msgspec.json.Deco
 
 
 _TASK_BODIES = _decoders(TASK_EVENT_TYPES)
-_PROJECT_BODIES = _decoders(tuple(t for t in PROJECT_EVENT_TYPES if t is not TaskEventLinked))
+_PROJECT_BODIES = _decoders(tuple(t for t in PROJECT_EVENT_TYPES if t is not TaskEventsLinked))
+_TASK_TAGS: dict[type[Any], bytes] = {t: t.__struct_config__.tag.encode() for t in TASK_EVENT_TYPES}
 
 
-class Appended(msgspec.Struct, frozen=True):
+class Appended(msgspec.Struct, frozen=True, gc=False):
     """Where an acknowledged event landed: its chain position and hash, and its project seq
-    (for a task event, the seq of its link)."""
+    (for a task event, the seq of the `task_events` line that links it)."""
 
     seq: int
     event_hash: str
@@ -125,21 +115,25 @@ class _Request:
 
 
 class _Batch:
-    """Requests taken together, their lines, and the event their producers wait on."""
+    """Requests taken together, and what their producers wait on: one future each on
+    asyncio (made straight from the loop), an `anyio.Event` elsewhere."""
 
-    __slots__ = (
-        "done", "flush", "head", "number", "project_lines", "requests", "task_lines", "tasks",
-    )  # fmt: skip
+    __slots__ = ("event", "head", "number", "requests", "tasks", "waiters")
 
     def __init__(self, requests: list[_Request]) -> None:
         self.requests = requests
-        self.done = anyio.Event()
-        self.flush = False
-        self.task_lines: dict[str, list[bytes]] = {}
-        self.project_lines: list[bytes] = []
+        self.waiters: list[asyncio.Future[None]] = []
+        self.event: anyio.Event | None = None
         self.tasks: dict[str, TaskState] = {}
         self.head: Head | None = None
         self.number = 0
+
+    def wake(self) -> None:
+        for waiter in self.waiters:
+            if not waiter.done():  # a producer cancelled meanwhile
+                waiter.set_result(None)
+        if self.event is not None:
+            self.event.set()
 
 
 def _checked_body(
@@ -173,6 +167,13 @@ def utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{micros:06d}Z"
 
 
+def _running_asyncio_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 class Ledger:
     """An open project ledger with its writer running. Get one from `open_ledger`."""
 
@@ -182,37 +183,26 @@ class Ledger:
         self.paths = paths
         self.manifest = manifest
         self.mode: Mode = mode
+        self._chain_id = manifest.chain_project_id.encode()
         self._head = head  # as of the last complete batch
         self._tasks: dict[str, TaskState] = {}  # likewise
-        self._sealed_head = head  # as of the last batch sealed (ahead while an fsync runs)
+        self._sealed_head = head  # as of the last batch sealed (ahead while it commits)
         self._sealed_tasks: dict[str, TaskState] = {}
         self._open_at = head.seq
-        self._fds: dict[str, int] = {}
-        self._dirty: set[str] = set()
-        self._pending_tasks: dict[str, list[bytes]] = {}
-        self._pending_project: list[bytes] = []
-        self._pending_bytes = 0
-        self._new_dirs: set[Path] = set()
-        self._journal: Journal | None = None
-        self._project_fd = -1
+        self._committer: Committer | None = None
         self._failed: LedgerError | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         # Producers -> writer.
         self._queued: deque[_Batch] = deque()  # the last one takes requests until it is full
         self._wake_writer = anyio.Event()
         self._writer_waits = False
-        # Events are made only when someone is about to wait on them (each costs microseconds,
-        # and most batches have no one waiting on these three).
+        # Made only when someone is about to wait on it (most batches have no one waiting).
         self._queue_taken: anyio.Event | None = None
         self._closed = True  # until the writer runs
-        # Durable mode: batches journaled and waiting for an fsync to cover them, in order.
-        self._wake_syncers: anyio.Event | None = None
-        self._idle_syncers = 0
-        self._syncers_stop = False
+        # Writer -> committer -> completer.
+        self._jobs = 0  # jobs submitted; a batch's number is its job's
         self._waiting: deque[_Batch] = deque()
-        self._written = 0  # batches journaled so far (a batch's number is its place)
-        self._covered = 0  # batches written before the latest fsync started
-        self._syncs_running = 0
-        self._synced: anyio.Event | None = None
+        self._last_job = -1  # the close's checkpoint job, once submitted
 
     # --- producers ---------------------------------------------------------------------------
 
@@ -242,7 +232,15 @@ class Ledger:
         if self._writer_waits:
             self._writer_waits = False
             self._wake_writer.set()
-        await batch.done.wait()
+        loop = self._loop
+        if loop is not None:
+            waiter: asyncio.Future[None] = loop.create_future()
+            batch.waiters.append(waiter)
+            await waiter
+        else:
+            if batch.event is None:
+                batch.event = anyio.Event()
+            await batch.event.wait()
         if request.error is not None:
             raise request.error
         assert request.result is not None
@@ -268,293 +266,166 @@ class Ledger:
     # --- the writer --------------------------------------------------------------------------
 
     async def flush(self) -> None:
-        """Return once every chain file holds everything committed so far (the writer writes
-        them behind the journal); for readers of the files in this process, such as export."""
+        """Return once every chain file holds everything committed so far (the committer
+        writes them behind the journal); for readers of the files in this process, such as
+        export."""
         await self._submit(_Request(None, None, b""))
 
-    async def _run(self) -> None:
-        """The writer task: takes batches, seals them, writes them to the journal."""
-        async with anyio.create_task_group() as syncers:
-            if self.mode == "durable":
-                for _ in range(MAX_SYNCS):
-                    syncers.start_soon(self._syncer)
-            try:
-                while True:
-                    if not self._queued:
-                        if self._closed:
-                            break
-                        self._wake_writer = anyio.Event()
-                        self._writer_waits = True
-                        if self._pending_bytes:
-                            # Idle: bring the chain files up to date for other readers.
-                            with anyio.move_on_after(FLUSH_AFTER_S) as idle:
-                                await self._wake_writer.wait()
-                            if idle.cancelled_caught:
-                                self._flush_or_fail()
-                        else:
-                            await self._wake_writer.wait()
-                        continue
-                    batch = self._queued.popleft()
-                    _set(self._queue_taken)
-                    self._queue_taken = None
-                    self._seal(batch)
-                    # A batch is written whole or not started: cancelling the writer
-                    # mid-batch would leave what a crash leaves.
-                    with anyio.CancelScope(shield=True):
-                        self._write(batch)
-                        if self._journal is not None and self._journal.size >= CHECKPOINT_BYTES:
-                            await self._drain()
-                            if self._failed is None:
-                                try:
-                                    await self._checkpoint()
-                                except OSError as exc:
-                                    self._fail(exc, self.paths.dir)
-                    if self._queued:
-                        await anyio.lowlevel.checkpoint()  # let the fsync for it start
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await self._drain()
-                self._syncers_stop = True
-                _set(self._wake_syncers)
+    async def _run(self, tg: anyio.abc.TaskGroup) -> None:
+        """The writer task: takes batches, seals them, hands them to the committer; on close,
+        the final checkpoint."""
+        while True:
+            if not self._queued:
+                if self._closed:
+                    break
+                self._wake_writer = anyio.Event()
+                self._writer_waits = True
+                await self._wake_writer.wait()
+                continue
+            batch = self._queued.popleft()
+            _set(self._queue_taken)
+            self._queue_taken = None
+            await self._commit(batch, self._seal(batch), tg)
+            if self._queued:
+                await anyio.lowlevel.checkpoint()  # let the completer and producers run
+        committer = self._committer
+        assert committer is not None
+        if committer.started:
+            self._last_job = self._jobs + 1
+            await self._submit_job(Job(self._last_job, checkpoint=self._failed is None))
 
-    def _seal(self, batch: _Batch) -> None:
-        """Check each request against its task's state and seal it into lines."""
+    def _seal(self, batch: _Batch) -> Job | None:
+        """Check each request against its task's state and seal it into lines; the job that
+        commits them (None after a failure)."""
         if self._failed is not None:
             for request in batch.requests:
                 request.error = self._failed
-            return
-        chain_id = self.manifest.chain_project_id
-        ts = utc_now()
+            return None
+        chain_id = self._chain_id
+        ts = utc_now().encode()
         seq, head = self._sealed_head.seq, self._sealed_head.hash
         staged = batch.tasks
-        task_lines = batch.task_lines
-        project_lines = batch.project_lines
+        sealed_tasks = self._sealed_tasks
+        task_lines: dict[str, list[bytes]] = {}
+        project_lines: list[bytes] = []
+        links: list[bytes] = []  # of the `task_events` line at seq + 1, still open
+        flush = False
         for request in batch.requests:
             task_id = request.task_id
             try:
                 if task_id is None:
                     if request.body is None:
-                        batch.flush = True
+                        flush = True
                         continue
+                    if links:
+                        seq += 1
+                        head, line = seal_links_line(links, head.encode(), chain_id, seq, ts)
+                        project_lines.append(line)
+                        links = []
                     head, line = seal_project_line(
-                        request.data, prev_event_hash=head, project_id=chain_id, seq=seq + 1, ts=ts
+                        request.data, head.encode(), chain_id, seq + 1, ts
                     )
-                    request.result = Appended(seq + 1, head, seq + 1)
+                    seq += 1
+                    project_lines.append(line)
+                    request.result = Appended(seq, head, seq)
+                    continue
+                state = staged.get(task_id) or sealed_tasks.get(task_id)
+                if state is None:
+                    state = self.task_state(task_id)
+                body = request.body
+                after = advance(state, task_id, body)
+                task_seq = state.seq + 1
+                tid = task_id.encode()
+                task_hash, task_line = seal_task_line(
+                    request.data, after.attempt_open, after.closed, after.pointer,
+                    (state.head or GENESIS_HASH).encode(), chain_id, seq + 1, task_seq, tid, ts,
+                )  # fmt: skip
+                links.append(link_json(tid, task_seq, task_hash, _TASK_TAGS[type(body)]))
+                staged[task_id] = TaskState(
+                    task_seq, task_hash, after.pointer, after.attempt_open, after.closed
+                )
+                lines = task_lines.get(task_id)
+                if lines is None:
+                    task_lines[task_id] = [task_line]
                 else:
-                    state = staged.get(task_id) or self._sealed_tasks.get(task_id)
-                    if state is None:
-                        state = self.task_state(task_id)
-                    after = advance(state, task_id, request.body)
-                    task_seq = state.seq + 1
-                    task_hash, task_line = seal_task_line(
-                        request.data, attempt_open=after.attempt_open, closed=after.closed,
-                        pointer=after.pointer, prev_event_hash=state.head or GENESIS_HASH,
-                        project_id=chain_id, project_seq=seq + 1, seq=task_seq, task_id=task_id,
-                        ts=ts,
-                    )  # fmt: skip
-                    head, line = seal_link_line(
-                        task_id, task_seq, task_hash, event_type(request.body),
-                        prev_event_hash=head, project_id=chain_id, seq=seq + 1, ts=ts,
-                    )  # fmt: skip
-                    staged[task_id] = TaskState(
-                        task_seq, task_hash, after.pointer, after.attempt_open, after.closed
-                    )
-                    lines = task_lines.get(task_id)
-                    if lines is None:
-                        task_lines[task_id] = [task_line]
-                    else:
-                        lines.append(task_line)
-                    request.result = Appended(task_seq, task_hash, seq + 1, task_id)
+                    lines.append(task_line)
+                request.result = Appended(task_seq, task_hash, seq + 1, task_id)
             except LedgerError as exc:
                 request.error = exc
-                continue
             except (TypeError, ValueError, AttributeError) as exc:
                 # Not expected after the body's check; refuse the event, keep the writer alive.
                 request.error = InvalidEvent(f"invalid event: {exc}")
-                continue
+        if links:
             seq += 1
+            head, line = seal_links_line(links, head.encode(), chain_id, seq, ts)
             project_lines.append(line)
-        batch.head = Head(seq, head)
-        self._sealed_head = batch.head
-        self._sealed_tasks.update(staged)
+        batch.head = self._sealed_head = Head(seq, head)
+        sealed_tasks.update(staged)
+        return Job(0, task_lines, project_lines, flush=flush)
 
-    def _write(self, batch: _Batch) -> None:
-        """Journal the batch; complete it now (buffered mode, or nothing to write) or once an
-        fsync that started after its write has returned."""
-        if batch.project_lines and self._failed is None:
-            assert self._journal is not None
-            lines = [line for group in batch.task_lines.values() for line in group]
-            try:
-                self._journal.append(b"".join([*lines, *batch.project_lines, COMMIT]))
-            except OSError as exc:
-                self._fail(exc, self._journal.path)
-        if self.mode == "buffered" or not (batch.project_lines or batch.flush):
-            self._complete(batch)
+    async def _commit(self, batch: _Batch, job: Job | None, tg: anyio.abc.TaskGroup) -> None:
+        """Hand the batch to the committer, or complete it now when it has nothing to write
+        (every request refused, or the ledger failed)."""
+        if job is None or not (job.project_lines or job.flush):
+            self._complete(batch, None)
             return
-        # A flush, or a batch after a failure, too: each completes after the ones before it.
-        self._written += 1
-        batch.number = self._written
+        job.number = batch.number = self._jobs + 1
         self._waiting.append(batch)
-        if self._idle_syncers:
-            _set(self._wake_syncers)
-            self._wake_syncers = None
+        committer = self._committer
+        assert committer is not None
+        if not committer.started:
+            tg.start_soon(self._complete_committed)
+        await self._submit_job(job)
+        if committer.ended:  # the completer is gone: fail the batch here
+            self._complete_done()
 
-    async def _syncer(self) -> None:
-        """One of `MAX_SYNCS` tasks (durable mode) that fsync the journal for the batches
-        written while the writer goes on: several, so that a batch waits for one fsync, not for
-        the one before it as well."""
+    async def _submit_job(self, job: Job) -> None:
+        assert self._committer is not None
+        self._jobs = job.number
+        await self._committer.submit(job)
+
+    async def _complete_committed(self) -> None:
+        """The completer task: completes batches as the committer reports them done, until
+        the close's checkpoint is (or the commit process is gone)."""
+        committer = self._committer
+        assert committer is not None
         while True:
-            if self._covered < self._written:
-                await self._sync()
-            elif self._syncers_stop:
+            if not committer.ended:
+                await anyio.wait_readable(committer.report_fd)
+                committer.read_reports()
+            done = self._complete_done()
+            if committer.ended or (self._last_job > 0 and done >= self._last_job):
                 return
-            else:
-                self._idle_syncers += 1
-                if self._wake_syncers is None:
-                    self._wake_syncers = anyio.Event()
-                try:
-                    await self._wake_syncers.wait()
-                finally:
-                    self._idle_syncers -= 1
 
-    async def _sync(self) -> None:
-        """fsync the journal, then complete every batch written before the fsync started.
-        Shielded whole: a batch is either complete or still waiting, never half done."""
-        self._syncs_running += 1
-        try:
-            with anyio.CancelScope(shield=True):
-                upto = self._covered = self._written
-                if self._failed is None:
-                    assert self._journal is not None
-                    try:
-                        await anyio.to_thread.run_sync(self._journal.sync)
-                    except OSError as exc:
-                        self._fail(exc, self._journal.path)
-                while self._waiting and self._waiting[0].number <= upto:
-                    self._complete(self._waiting.popleft())
-        finally:
-            self._syncs_running -= 1
-            _set(self._synced)
-            self._synced = None
+    def _complete_done(self) -> int:
+        """Complete every batch the committer has finished (and, once it has ended, every
+        other one, with its error); returns how far it got."""
+        assert self._committer is not None
+        done, failed_at, error = self._committer.progress()
+        if error is not None and self._failed is None and failed_at != self._last_job:
+            self._failed = error
+            log.error("ledger.write_failed", project_id=self.paths.project_id, error=str(error))
+        ended = self._committer.ended
+        waiting = self._waiting
+        while waiting and (waiting[0].number <= done or (ended and error is not None)):
+            batch = waiting.popleft()
+            failed = error if error is not None and batch.number >= failed_at else None
+            self._complete(batch, failed)
+        return done
 
-    async def _drain(self) -> None:
-        """Return once every batch written so far is complete (syncing here if no syncer is
-        at it, as when the syncers were cancelled)."""
-        while self._waiting:
-            if self._syncs_running:
-                if self._synced is None:
-                    self._synced = anyio.Event()
-                await self._synced.wait()
-            else:
-                await self._sync()
-
-    def _complete(self, batch: _Batch) -> None:
-        """The batch is durable (or failed): hand its lines to the chain files, publish the
-        new state and wake its producers."""
-        try:
-            if self._failed is not None:
-                for request in batch.requests:
-                    request.result = None
-                    request.error = request.error or self._failed
-                return
-            if batch.project_lines:
-                pending = self._pending_tasks
-                size = 0
-                for task_id, group in batch.task_lines.items():
-                    lines = pending.get(task_id)
-                    if lines is None:
-                        pending[task_id] = group
-                    else:
-                        lines.extend(group)
-                    size += sum(map(len, group))
-                self._pending_project.extend(batch.project_lines)
-                self._pending_bytes += size + sum(map(len, batch.project_lines))
-                self._tasks.update(batch.tasks)
-                assert batch.head is not None
-                self._head = batch.head
-            if batch.flush or self._pending_bytes >= FLUSH_BYTES:
-                try:
-                    self._flush_chains()
-                except OSError as exc:
-                    self._fail(exc, self.paths.dir)
-                    for request in batch.requests:
-                        request.result = None
-                        request.error = self._failed
-                    return
-            if batch.flush:
-                for request in batch.requests:
-                    if request.body is None:
-                        request.result = Appended(self._head.seq, self._head.hash, self._head.seq)
-        finally:
-            batch.done.set()
-
-    def _fail(self, exc: OSError, path: Path) -> None:
-        """An I/O error (a full disk, say): from now on every append is refused with an error
-        naming the file. Whatever was acknowledged is in the journal, which the next writer
-        redoes; what the failed write left half done was never acknowledged."""
-        if self._failed is None:
-            self._failed = WriterFailed.of(exc, path)
-            log.error(
-                "ledger.write_failed",
-                project_id=self.paths.project_id,
-                file=str(exc.filename or path),
-                error=exc.strerror or str(exc),
-            )
-
-    def _flush_chains(self) -> None:
-        """Append the pending lines to the chain files (an `OSError` names the file)."""
-        # Task files before the project file, as a crash image must show (links after events).
-        if not self._pending_bytes:
-            return
-        for task_id, lines in self._pending_tasks.items():
-            with naming(self.paths.task_events(task_id)):
-                write_all(self._task_fd(task_id), b"".join(lines))
-            self._dirty.add(task_id)
-        with naming(self.paths.events):
-            write_all(self._project_fd, b"".join(self._pending_project))
-        self._pending_tasks.clear()
-        self._pending_project.clear()
-        self._pending_bytes = 0
-
-    def _flush_or_fail(self) -> None:
-        try:
-            self._flush_chains()
-        except OSError as exc:
-            self._fail(exc, self.paths.dir)
-
-    async def _checkpoint(self) -> None:
-        """Make the chain files durable, then empty the journal."""
-        assert self._journal is not None
-        self._flush_chains()
-        durable = self.mode == "durable"
-        if durable:
-            fds = [self._fds[t] for t in self._dirty if t in self._fds]
-            await _fsync_all([*fds, self._project_fd])
-            for directory in self._new_dirs:
-                fsync_dir(directory)
-            if self._new_dirs:
-                fsync_dir(self.paths.tasks)
-        self._dirty.clear()
-        self._new_dirs.clear()
-        self._journal.reset(durable)
-
-    def _task_fd(self, task_id: str) -> int:
-        fd = self._fds.pop(task_id, None)
-        if fd is None:
-            if len(self._fds) >= OPEN_FILES:
-                evicted, old = next(iter(self._fds.items()))
-                del self._fds[evicted]
-                if evicted in self._dirty and self.mode == "durable":
-                    os.fsync(old)  # its lines stay durable once the journal is emptied
-                self._dirty.discard(evicted)
-                os.close(old)
-            path = self.paths.task_events(task_id)
-            if not path.parent.exists():
-                (path.parent / "artifacts").mkdir(parents=True)
-                self._new_dirs.add(path.parent)
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        self._fds[task_id] = fd  # most recently used last
-        return fd
+    def _complete(self, batch: _Batch, error: LedgerError | None) -> None:
+        """The batch is durable (or failed): publish the new state and wake its producers."""
+        if error is not None:
+            for request in batch.requests:
+                request.result = None
+                request.error = request.error or error
+        elif batch.head is not None:
+            self._tasks.update(batch.tasks)
+            self._head = batch.head
+            for request in batch.requests:
+                if request.body is None and request.error is None:  # a flush
+                    request.result = Appended(self._head.seq, self._head.hash, self._head.seq)
+        batch.wake()
 
     def _close_queue(self) -> None:
         """No more requests: the writer commits what is queued, then ends."""
@@ -563,30 +434,23 @@ class Ledger:
         self._wake_writer.set()
         _set(self._queue_taken)
 
-    def _close_files(self) -> None:
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
-        if self._project_fd >= 0:
-            os.close(self._project_fd)
-            self._project_fd = -1
-        if self._journal is not None:
-            self._journal.close()
+    def _shut_down(self) -> None:
+        """Stop the committer once it has finished what it was given, and complete what it
+        finished (after a cancellation the completer may not have); refuse what never got to
+        it."""
+        if self._committer is not None:
+            self._committer.stop()
+            self._complete_done()
+        closed = LedgerError("ledger is closed")
+        for batch in [*self._waiting, *self._queued]:
+            self._complete(batch, closed)
+        self._waiting.clear()
+        self._queued.clear()
 
 
 def _set(event: anyio.Event | None) -> None:
     if event is not None:
         event.set()
-
-
-async def _fsync_all(fds: list[int]) -> None:
-    """fsync several files at once: each fsync waits on the disk, so they overlap in threads."""
-    if len(fds) == 1:
-        await anyio.to_thread.run_sync(os.fsync, fds[0])
-        return
-    async with anyio.create_task_group() as tg:
-        for fd in fds:
-            tg.start_soon(anyio.to_thread.run_sync, os.fsync, fd)
 
 
 def init_project(root: str | Path, project_id: str) -> ProjectPaths:
@@ -649,43 +513,47 @@ async def open_ledger(
         read_manifest(paths)  # LedgerNotFound before anything is created
     lock = WriterLock(paths.lock)
     await lock.acquire(lock_timeout)
-    ledger: Ledger | None = None
-    body_error: Exception | None = None
     try:
         with _refused(paths):
             if create and not paths.manifest.exists():
                 _create(paths)
             manifest = read_manifest(paths)
-            ledger, found = _recover(paths, manifest, mode)
+            ledger, found = _recover(paths, manifest, mode, lock)
+        async with _running(ledger):
+            for event in found:
+                await ledger.append_project_event(event)
+            yield ledger
+    finally:
+        lock.release()
+
+
+@contextlib.asynccontextmanager
+async def _running(ledger: Ledger) -> AsyncIterator[None]:
+    """Run the writer, the completer and the committer thread around the body; on the way
+    out, commit what is queued and checkpoint."""
+    assert ledger._committer is not None
+    body_error: Exception | None = None
+    ledger._loop = _running_asyncio_loop()
+    ledger._closed = False
+    try:
         async with anyio.create_task_group() as tg:
-            ledger._closed = False
-            tg.start_soon(ledger._run)
+            tg.start_soon(ledger._run, tg)
             try:
-                for event in found:
-                    await ledger.append_project_event(event)
-                yield ledger
+                yield
             except Exception as exc:  # raised again below, not wrapped in an ExceptionGroup
                 body_error = exc
             finally:
                 ledger._close_queue()
-        if ledger._failed is None:
-            try:
-                await ledger._checkpoint()
-            except OSError as exc:
-                # Every acknowledged event is in the journal: the next writer redoes it. The
-                # appends succeeded; only tidying up failed (a full disk, say).
-                log.warning(
-                    "ledger.checkpoint_failed",
-                    project_id=paths.project_id,
-                    file=str(exc.filename or paths.dir),
-                    error=exc.strerror or str(exc),
-                )
-        if body_error is not None:
-            raise body_error
     finally:
-        if ledger is not None:
-            ledger._close_files()
-        lock.release()
+        ledger._shut_down()
+    _, failed_at, error = ledger._committer.progress()
+    if error is not None and failed_at == ledger._last_job:
+        # Every acknowledged event is in the journal: the next writer redoes it. The appends
+        # succeeded; only tidying up failed (a full disk, say).
+        log.warning("ledger.checkpoint_failed", project_id=ledger.paths.project_id,
+                    error=str(error))  # fmt: skip
+    if body_error is not None:
+        raise body_error
 
 
 @contextlib.contextmanager
@@ -699,9 +567,9 @@ def _refused(paths: ProjectPaths) -> Iterator[None]:
 
 
 def _recover(
-    paths: ProjectPaths, manifest: ProjectManifest, mode: Mode
+    paths: ProjectPaths, manifest: ProjectManifest, mode: Mode, lock: WriterLock
 ) -> tuple[Ledger, list[RecoveredTornTail]]:
-    """Read the project chain's tail; after a crash (a non-empty journal) redo the journal
+    """Read the project chain's tail; after a crash (a journal with lines) redo the journals
     first, quarantining only what was never acknowledged."""
     found: list[RecoveredTornTail] = []
     chain_id = manifest.chain_project_id
@@ -709,11 +577,9 @@ def _recover(
         # The writer places it in every line unescaped: it must be what a line may hold.
         raise InvalidLedgerId(f"{paths.manifest}: chain_project_id {chain_id!r} is not a safe id")
     tasks: dict[str, TaskState] = {}
-    if pending(paths.journal):
+    if pending(paths):
         head, tasks = recover(paths, chain_id, found)
-        journal = Journal(paths.journal)
-        journal.reset(durable=True)
-        journal.close()
+        empty_journals(paths)
         log.warning("ledger.recovered", project_id=paths.project_id, quarantined=len(found))
     else:
         head = project_head(paths, chain_id)
@@ -722,8 +588,7 @@ def _recover(
                     quarantine_file=event.quarantine_file, bytes=event.bytes)  # fmt: skip
     ledger = Ledger(paths, manifest, head, mode)
     ledger._tasks.update(tasks)
-    ledger._journal = Journal(paths.journal)
-    ledger._project_fd = os.open(paths.events, os.O_WRONLY | os.O_APPEND)
+    ledger._committer = Committer(paths, lock.fd, durable=mode == "durable")
     return ledger, found
 
 

@@ -80,7 +80,8 @@ from .ledger_events import (
     StepOutcomeRecorded,
     TaskClosed,
     TaskEvent,
-    TaskEventLinked,
+    TaskEventLink,
+    TaskEventsLinked,
     TaskRecord,
 )
 from .outcome import EndReason, ParseFailureReason, ResultParseFailure, StepOutcome
@@ -230,7 +231,8 @@ __all__ = [
     "StepResult",
     "TaskClosed",
     "TaskEvent",
-    "TaskEventLinked",
+    "TaskEventLink",
+    "TaskEventsLinked",
     "TaskIntake",
     "TaskQueue",
     "TaskRecord",

@@ -3,7 +3,7 @@
 A line is a *record*: an envelope that places the event in its chain (`seq`, `ts`,
 `prev_event_hash`, `event_hash`, the chain's identity) around a *body*, one of the event Structs
 below, told apart by its `type`. The project chain (`chain: "project"`) holds run-level events and
-one `task_event` link per task event; each task has its own chain (`chain: "task"`).
+`task_events` lines that link every task event; each task has its own chain (`chain: "task"`).
 
 The shapes are chosen so that the RFC 8785 canonical form of a record is exactly what msgspec
 writes with sorted keys (see docs/FORMAT.md): no floats anywhere (times are RFC 3339 strings,
@@ -43,7 +43,7 @@ Timestamp = Annotated[
 ]
 TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$"
 GENESIS_HASH = "0" * 64
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class FileRef(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -194,13 +194,23 @@ class ProjectCreated(_Body, tag="project_created", frozen=True):
     format: Count = FORMAT_VERSION
 
 
-class TaskEventLinked(_Body, tag="task_event", frozen=True):
+class TaskEventLink(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The project chain's copy of one task event's hash: neither chain can be edited alone."""
 
     task_id: SafeId
     task_seq: Count
     task_event_hash: Hash
     task_event_type: str
+
+
+class TaskEventsLinked(_Body, tag="task_events", frozen=True):
+    """Links to the task events the writer sealed together, in the order it sealed them.
+
+    One line for a batch's consecutive task events rather than one per event: a link costs a
+    member of this list instead of a line of its own to seal, hash, write and verify.
+    """
+
+    events: Annotated[list[TaskEventLink], msgspec.Meta(min_length=1)]
 
 
 class RecoveredTornTail(_Body, tag="recovered_torn_tail", frozen=True):
@@ -253,7 +263,7 @@ class CampaignFinished(_Body, tag="campaign_finished", frozen=True):
 
 ProjectEvent = (
     ProjectCreated
-    | TaskEventLinked
+    | TaskEventsLinked
     | RecoveredTornTail
     | ProjectImported
     | ExecutionStarted
@@ -288,7 +298,7 @@ class TaskRecord(_Record, tag="task", frozen=True):
 
     Besides the event it carries the task's state *after* it (`pointer`, `attempt_open`,
     `closed`) so that a task's tail state comes from its last line alone, and `project_seq`,
-    the seq of its `task_event` link in the project chain.
+    the seq of the project chain's `task_events` line that links it.
     """
 
     project_id: SafeId

@@ -13,7 +13,7 @@ import pytest
 
 from ledger import ProjectPaths
 from ledger.verify import verify_project
-from protocol.ledger_events import ProjectRecord, TaskEventLinked, TaskRecord
+from protocol.ledger_events import ProjectRecord, TaskEventsLinked, TaskRecord
 from tests.adversarial.trials import seeds, trials
 from tests.runner.engine_fixtures import RUNNER, Project, TaskSpec, child_env
 
@@ -64,11 +64,12 @@ def test_writers_in_many_processes_never_interleave_or_lose_an_event(tmp_path: P
         assert len(digests) == APPENDS
         assert hashes(paths.task_events(task), TaskRecord) == digests, task
     links = [
-        r.body
+        link
         for r in msgspec.json.Decoder(list[ProjectRecord]).decode(
             b"[" + b",".join(paths.events.read_bytes().splitlines()) + b"]"
         )
-        if isinstance(r.body, TaskEventLinked)
+        if isinstance(r.body, TaskEventsLinked)
+        for link in r.body.events
     ]
     assert len(links) == WRITERS * APPENDS
     # The writers really took turns (the lock changed hands between their appends).

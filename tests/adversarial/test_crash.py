@@ -12,7 +12,7 @@ import msgspec
 import pytest
 
 from ledger import ProjectPaths
-from ledger.journal import COMMIT
+from ledger.commit_process import COMMIT
 from ledger.verify import verify_project
 from protocol import TaskQueue
 from protocol.ledger_events import LEDGER_RECORD, TaskRecord

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from ledger.chain import seal
 from ledger.store import ProjectPaths
 from ledger.verify import verify_project
-from protocol.ledger_events import ExecutionStarted, ProjectRecord, TaskEventLinked, TaskRecord
+from protocol.ledger_events import ExecutionStarted, ProjectRecord, TaskEventsLinked, TaskRecord
 from runner.cli import main
 from tests.adversarial.trials import trials
 from tests.ledger.conftest import PROJECT, populate
@@ -137,9 +137,14 @@ def relink(paths: ProjectPaths, task_file: Path) -> None:
     for line in read_lines(paths.events):
         record = dec.decode(line)
         body = record.body
-        if isinstance(body, TaskEventLinked) and body.task_id == task_id:
-            body = msgspec.structs.replace(body, task_event_hash=hashes[body.task_seq])
-            record = msgspec.structs.replace(record, body=body)
+        if isinstance(body, TaskEventsLinked):
+            events = [
+                msgspec.structs.replace(e, task_event_hash=hashes[e.task_seq])
+                if e.task_id == task_id
+                else e
+                for e in body.events
+            ]
+            record = msgspec.structs.replace(record, body=TaskEventsLinked(events))
         out.append(msgspec.json.encode(record) + b"\n")
     write_lines(paths.events, rechain(out, ProjectRecord))
 

@@ -96,3 +96,13 @@ def project(tmp_path: Path) -> ProjectPaths:
 @pytest.fixture
 def run() -> Callable[..., object]:
     return anyio.run
+
+
+@pytest.fixture
+def project_root(tmp_path: Path) -> Path:
+    async def main() -> None:
+        async with open_ledger(tmp_path, PROJECT, create=True, mode="buffered") as ledger:
+            await ledger.append_task_event("T", attempt(0, 0))
+
+    anyio.run(main)
+    return tmp_path

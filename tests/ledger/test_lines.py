@@ -22,8 +22,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ledger.canonical import canonical
-from ledger.chain import ChainReader, seal, seal_link_line, seal_project_line, seal_task_line
-from ledger.envelopes import Link, ProjectLine, TaskLine
+from ledger.chain import (
+    ChainReader,
+    link_json,
+    seal,
+    seal_links_line,
+    seal_project_line,
+    seal_task_line,
+)
+from ledger.envelopes import Link, Links, ProjectLine, TaskLine
 from ledger.errors import ChainBroken
 from ledger.scan import ChainScanner, blocks
 from ledger.store import ProjectPaths
@@ -35,7 +42,8 @@ from protocol.ledger_events import (
     ExecutionStarted,
     ProjectRecord,
     TaskClosed,
-    TaskEventLinked,
+    TaskEventLink,
+    TaskEventsLinked,
     TaskRecord,
 )
 from tests.ledger.conftest import PROJECT, populate
@@ -82,32 +90,36 @@ def test_task_line_template_is_the_sealed_record(
     )  # fmt: skip
     sealed, line = seal(record, msgspec.json.Decoder(TaskRecord))
     assert seal_task_line(
-        canonical(body), attempt_open=attempt_open, closed=closed, pointer=pointer,
-        prev_event_hash=prev, project_id=project_id, project_seq=project_seq, seq=seq,
-        task_id=task_id, ts=ts,
+        canonical(body), attempt_open, closed, pointer, prev.encode(), project_id.encode(),
+        project_seq, seq, task_id.encode(), ts.encode(),
     ) == (sealed.event_hash, line)  # fmt: skip
 
 
-@given(
-    task_id=safe_ids, task_seq=counts, task_hash=hashes, project_id=safe_ids, seq=counts,
-    ts=timestamps, prev=hashes, detail=text,
-    task_type=st.sampled_from(["attempt", "attempt_started", "review", "task_closed"]),
+links = st.lists(
+    st.builds(
+        TaskEventLink, task_id=safe_ids, task_seq=counts, task_event_hash=hashes,
+        task_event_type=st.sampled_from(["attempt", "attempt_started", "review", "task_closed"]),
+    ),
+    min_size=1, max_size=5,
 )  # fmt: skip
+
+
+@given(events=links, project_id=safe_ids, seq=counts, ts=timestamps, prev=hashes, detail=text)
 def test_project_line_templates_are_the_sealed_records(
-    task_id: str, task_seq: int, task_hash: str, project_id: str, seq: int, ts: str, prev: str,
-    detail: str, task_type: str,
-) -> None:  # fmt: skip
+    events: list[TaskEventLink], project_id: str, seq: int, ts: str, prev: str, detail: str
+) -> None:
     envelope = {"project_id": project_id, "seq": seq, "ts": ts, "prev_event_hash": prev}
-    link = TaskEventLinked(task_id, task_seq, task_hash, task_type)
-    sealed, line = seal(ProjectRecord(body=link, **envelope), None)  # type: ignore[arg-type]
-    got = seal_link_line(task_id, task_seq, task_hash, task_type, prev_event_hash=prev,
-                         project_id=project_id, seq=seq, ts=ts)  # fmt: skip
+    body = TaskEventsLinked(events)
+    sealed, line = seal(ProjectRecord(body=body, **envelope), None)  # type: ignore[arg-type]
+    members = [
+        link_json(e.task_id.encode(), e.task_seq, e.task_event_hash, e.task_event_type.encode())
+        for e in events
+    ]
+    got = seal_links_line(members, prev.encode(), project_id.encode(), seq, ts.encode())
     assert got == (sealed.event_hash, line)
     event = ExecutionStarted(detail=detail)
     sealed, line = seal(ProjectRecord(body=event, **envelope), None)  # type: ignore[arg-type]
-    got = seal_project_line(
-        canonical(event), prev_event_hash=prev, project_id=project_id, seq=seq, ts=ts
-    )
+    got = seal_project_line(canonical(event), prev.encode(), project_id.encode(), seq, ts.encode())
     assert got == (sealed.event_hash, line)
 
 
@@ -118,7 +130,8 @@ def _fields(type_: type[Any]) -> set[str]:
 def test_line_types_have_the_members_of_the_records() -> None:
     assert _fields(TaskLine) == _fields(TaskRecord) | {"chain"}
     assert _fields(ProjectLine) == _fields(ProjectRecord) | {"chain"}
-    assert _fields(Link) == _fields(TaskEventLinked)
+    assert _fields(Link) == _fields(TaskEventLink)
+    assert _fields(Links) == _fields(TaskEventsLinked)
 
 
 @pytest.fixture(scope="module")

@@ -33,6 +33,8 @@ from protocol.ledger_events import (
     RecoveredTornTail,
     StepOutcomeRecorded,
     TaskClosed,
+    TaskEventLink,
+    TaskEventsLinked,
     TaskRecord,
 )
 from protocol.outcome import EndReason
@@ -63,14 +65,18 @@ async def test_concurrent_producers_are_all_committed_and_verify(tmp_path: Path)
     assert report.ok, report.problems
     assert len(results) == 80
     # Group commit: 80 events from 16 producers did not need 80 separate batches, and every
-    # acknowledged event is where its receipt says.
-    assert len({r.project_seq for r in results}) == 80
+    # acknowledged event is where its receipt says, linked from the project line it names.
+    assert len({r.project_seq for r in results}) < 80
+    project = records(paths.events, ProjectRecord)
     for r in results:
         assert r.task_id is not None
         line = paths.task_events(r.task_id).read_bytes().splitlines()[r.seq]
         assert msgspec.json.decode(line, type=TaskRecord).event_hash == r.event_hash
-    timestamps = {rec.ts for rec in records(paths.events, ProjectRecord)}  # type: ignore[attr-defined]
-    assert len(timestamps) < 80, "events shared batches (one timestamp per batch)"
+        body = project[r.project_seq].body  # type: ignore[attr-defined]
+        assert isinstance(body, TaskEventsLinked)
+        assert TaskEventLink(r.task_id, r.seq, r.event_hash, "attempt") in body.events
+    linked = [e for rec in project for e in getattr(rec.body, "events", [])]
+    assert len(linked) == 80
 
 
 async def test_rs_rules_are_enforced_with_the_legal_next_pointers(tmp_path: Path) -> None:
@@ -299,18 +305,8 @@ def test_journal_that_does_not_continue_a_chain_is_damage(project_root: Path) ->
     assert {p: p.read_bytes() for p in before} == before
 
 
-@pytest.fixture
-def project_root(tmp_path: Path) -> Path:
-    async def main() -> None:
-        async with open_ledger(tmp_path, PROJECT, create=True, mode="buffered") as ledger:
-            await ledger.append_task_event("T", attempt(0, 0))
-
-    anyio.run(main)
-    return tmp_path
-
-
 async def test_more_tasks_in_one_batch_than_open_files(tmp_path: Path) -> None:
-    from ledger.writer import OPEN_FILES
+    from ledger.commit_process import OPEN_FILES
 
     async with open_ledger(tmp_path, PROJECT, create=True, mode="buffered") as ledger:
         async with anyio.create_task_group() as tg:
@@ -368,8 +364,12 @@ async def test_durable_appends_from_many_producers_are_flushed_in_order(tmp_path
             for n in range(100):
                 tg.start_soon(producer, ledger, f"T-{n}")
         await ledger.flush()
-        assert ledger.head.seq == 500
-        assert len(ledger.paths.events.read_bytes().splitlines()) == 501
+        # 500 task events in batches of at most 64: at least 8 `task_events` lines.
+        lines = ledger.paths.events.read_bytes().splitlines()
+        assert 8 < len(lines) == ledger.head.seq + 1
     report = verify_project(ProjectPaths.of(tmp_path, PROJECT))
     assert report.ok, report.problems
     assert {h.seq for h in report.task_heads.values()} == {4}
+    linked = [e for r in records(ProjectPaths.of(tmp_path, PROJECT).events, ProjectRecord)
+              for e in getattr(r.body, "events", [])]  # fmt: skip
+    assert len(linked) == 500

@@ -65,7 +65,7 @@ def ledger_view(p: Project) -> dict[str, Any]:
     project = [
         _strip(msgspec.to_builtins(r.body))
         for r in p.project_events()
-        if type(r.body).__struct_config__.tag != "task_event"  # type: ignore[attr-defined]
+        if type(r.body).__struct_config__.tag != "task_events"  # type: ignore[attr-defined]
     ]
     return {"tasks": tasks, "project": project}
 

@@ -1,0 +1,179 @@
+"""The commit process (ledger/commit_process.py): journal rotation and checkpoints while
+appends go on, recovery from both journals, and what happens when the process or its writer
+dies."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from ledger import (
+    Ledger,
+    LedgerError,
+    ProjectPaths,
+    WriterFailed,
+    committer,
+    open_ledger,
+    verify_project,
+)
+from tests.ledger.conftest import PROJECT, attempt, crash_image
+
+pytestmark = pytest.mark.anyio
+
+WRITER = Path(__file__).with_name("crash_writer.py")
+
+
+def commit_processes(paths: ProjectPaths) -> list[int]:
+    """Pids of commit processes working on `paths` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"commit_process.py" in cmdline and str(paths.dir).encode() in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+async def test_journal_rotates_and_checkpoints_while_appends_go_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(committer, "CHECKPOINT_BYTES", 64 * 1024)
+    paths = ProjectPaths.of(tmp_path, PROJECT)
+    largest = 0
+    done = False
+
+    async def watch() -> None:
+        nonlocal largest
+        while not done:
+            for journal in (paths.journal, paths.old_journal):
+                if journal.exists():
+                    largest = max(largest, journal.stat().st_size)
+            await anyio.sleep(0.001)
+
+    async def producer(ledger: Ledger, task: str) -> None:
+        for s in range(40):
+            await ledger.append_task_event(task, attempt(0, s, code_content="x" * 900))
+
+    async with (
+        open_ledger(tmp_path, PROJECT, create=True) as ledger,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(watch)
+        async with anyio.create_task_group() as producers:
+            for n in range(8):
+                producers.start_soon(producer, ledger, f"T-{n}")
+        done = True
+    # 320 events of about 1.3 KB: 400 KB through journals that were renamed and emptied at
+    # 64 KB (a group commit may carry one past it before the rotation).
+    assert 0 < largest < 64 * 1024 * 3
+    assert not paths.old_journal.exists()
+    assert paths.journal.stat().st_size == 0
+    report = verify_project(paths)
+    assert report.ok and not report.notes, (report.problems, report.notes)
+    assert {h.seq for h in report.task_heads.values()} == {39}
+
+
+def test_recovery_redoes_the_old_journal_then_the_current_one(project_root: Path) -> None:
+    # A crash while a checkpoint ran: the old journal holds batch A, the current one batch B,
+    # and the chain files hold neither.
+    image = crash_image(project_root, project_root / "image", [("T", attempt(0, 1))])
+    before = {p: p.read_bytes() for p in (image.events, image.task_events("T"))}
+    scratch = project_root / "scratch"
+    shutil.copytree(image.dir, scratch / PROJECT)
+    image2 = crash_image(scratch, project_root / "image2",
+                         [("T", attempt(0, 2)), ("U", attempt(0, 0))])  # fmt: skip
+    names = ("events.jsonl", "tasks/T/events.jsonl", "tasks/U/events.jsonl")
+    complete = {name: (image2.dir / name).read_bytes() for name in names}
+    image.journal.replace(image.old_journal)
+    shutil.copyfile(image2.journal, image.journal)
+    for path, data in before.items():  # cut back to before batch A
+        lines = data.splitlines(keepends=True)
+        path.write_bytes(b"".join(lines[:-1]))
+    assert verify_project(image).ok  # pending, not damage
+
+    async def reopen() -> None:
+        async with open_ledger(image.root, PROJECT, mode="buffered"):
+            pass
+
+    anyio.run(reopen)
+    for name, data in complete.items():
+        assert (image.dir / name).read_bytes().startswith(data), name
+    assert not image.old_journal.exists()
+    report = verify_project(image)
+    assert report.ok and not report.notes, (report.problems, report.notes)
+
+
+async def test_a_dead_commit_process_fails_appends_with_a_clear_error(tmp_path: Path) -> None:
+    paths = ProjectPaths.of(tmp_path, PROJECT)
+    with pytest.raises(WriterFailed, match="commit process ended"):
+        async with open_ledger(tmp_path, PROJECT, create=True) as ledger:
+            first = await ledger.append_task_event("T", attempt(0, 0))
+            (pid,) = commit_processes(paths)
+            os.kill(pid, signal.SIGKILL)
+            await anyio.sleep(0.2)
+            await ledger.append_task_event("T", attempt(0, 1))
+    # The acknowledged event was journaled: the next writer has it.
+    async with open_ledger(tmp_path, PROJECT) as ledger:
+        assert ledger.task_state("T").head == first.event_hash
+    report = verify_project(paths)
+    assert report.ok and not report.notes, (report.problems, report.notes)
+
+
+def test_a_killed_writer_takes_its_commit_process_and_lock_with_it(tmp_path: Path) -> None:
+    paths = ProjectPaths.of(tmp_path, PROJECT)
+    proc = subprocess.Popen(
+        [sys.executable, str(WRITER), str(tmp_path), PROJECT, "durable"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    for _ in range(20):
+        assert proc.stdout.readline()
+    assert len(commit_processes(paths)) == 1
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 5
+    while commit_processes(paths):
+        assert time.monotonic() < deadline, "the commit process outlived its writer"
+        time.sleep(0.01)
+
+    async def reopen() -> None:
+        async with open_ledger(tmp_path, PROJECT):
+            pass
+
+    anyio.run(reopen)  # the lock is free without waiting
+    assert verify_project(paths).ok
+
+
+async def test_a_ledger_opened_only_to_read_starts_no_commit_process(tmp_path: Path) -> None:
+    async with open_ledger(tmp_path, PROJECT, create=True) as ledger:
+        await ledger.append_task_event("T", attempt(0, 0))
+    paths = ProjectPaths.of(tmp_path, PROJECT)
+    async with open_ledger(tmp_path, PROJECT) as ledger:
+        assert ledger.task_state("T").seq == 0
+        assert commit_processes(paths) == []
+
+
+def test_a_format_1_ledger_is_refused_naming_the_manifest(project_root: Path) -> None:
+    paths = ProjectPaths.of(project_root, PROJECT)
+    manifest = paths.manifest.read_bytes()
+    paths.manifest.write_bytes(manifest.replace(b'"format": 2', b'"format": 1'))
+    assert paths.manifest.read_bytes() != manifest
+
+    async def main() -> None:
+        async with open_ledger(project_root, PROJECT):
+            pass
+
+    with pytest.raises(LedgerError, match=r"project_manifest.json: ledger format 1"):
+        anyio.run(main)
