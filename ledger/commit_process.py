@@ -134,6 +134,10 @@ class CommitProcess:
         self.lock = threading.Lock()
         self.has_lines = threading.Condition(self.lock)
         self.handed: deque[Handed] = deque()
+        self.handed_bytes = 0
+        self.given = 0  # hand-overs so far, to tell an idle pause from a busy one
+        self.urgent = False
+        self.chains_asleep = False  # waiting with nothing to write, for as long as it takes
         self.input_done = False
         self.rotated = False
         self.failure: Failure | None = None
@@ -254,17 +258,29 @@ class CommitProcess:
 
     def hand_over(self, jobs: list[Job]) -> Handed:
         handed = Handed()
+        size = 0
         for job in jobs:
             handed.tasks.extend(job.tasks)
+            size += sum(len(data) for _, data in job.tasks)
             if job.project:
                 handed.project.append(job.project)
+                size += len(job.project)
             if job.flags:
                 handed.barrier = threading.Event()
                 handed.checkpoint = handed.checkpoint or bool(job.flags & CHECKPOINT)
+        self._give(handed, size, urgent=handed.barrier is not None)
+        return handed
+
+    def _give(self, handed: Handed, size: int, urgent: bool) -> None:
+        """Queue `handed` for the chains thread, waking it only when it has work to do now
+        (a wake-up per commit would cost a context switch per commit)."""
         with self.lock:
             self.handed.append(handed)
-            self.has_lines.notify()
-        return handed
+            self.handed_bytes += size
+            self.given += 1
+            self.urgent = self.urgent or urgent
+            if urgent or self.handed_bytes >= FLUSH_BYTES or self.chains_asleep:
+                self.has_lines.notify()
 
     def rotate(self) -> None:
         with naming(self.journal_path):
@@ -278,28 +294,38 @@ class CommitProcess:
         self.rotated = True
         handed = Handed()
         handed.old_journal = self.old_journal_path
-        with self.lock:
-            self.handed.append(handed)
-            self.has_lines.notify()
+        self._give(handed, 0, urgent=True)
 
     # --- the chains thread ----------------------------------------------------------------------
 
     def chains_main(self) -> None:
         while True:
             with self.lock:
-                if not self.handed and not self.input_done:
-                    # With lines pending, wait only so long: then bring the chain files up to
-                    # date for readers in the writer's process (export, say).
-                    self.has_lines.wait(FLUSH_AFTER_S if self.pending_bytes else None)
+                idle = False
+                while not (self.input_done or self.urgent or self.handed_bytes >= FLUSH_BYTES):
+                    if not self.handed and not self.pending_bytes:
+                        self.chains_asleep = True
+                        self.has_lines.wait()
+                        self.chains_asleep = False
+                        continue
+                    # Lines are waiting: after 10 ms without a new hand-over, write them, to
+                    # bring the chain files up to date for readers in the writer's process.
+                    given = self.given
+                    self.has_lines.wait(FLUSH_AFTER_S)
+                    if self.given == given:
+                        idle = True
+                        break
                 handed = list(self.handed)
                 self.handed.clear()
+                self.handed_bytes = 0
+                self.urgent = False
                 done = self.input_done and not handed
                 failed = self.failure is not None
             if not failed:
                 try:
                     for item in handed:
                         self.take(item)
-                    if not handed and self.pending_bytes:
+                    if idle or done or self.pending_bytes >= FLUSH_BYTES:
                         self.flush_chains()
                 except BaseException as exc:
                     self.fail(exc)
@@ -333,7 +359,7 @@ class CommitProcess:
                 if self.durable:
                     os.fsync(self.journal_fd)
             self.journal_size = 0
-        elif handed.barrier is not None or self.pending_bytes >= FLUSH_BYTES:
+        elif handed.barrier is not None:
             self.flush_chains()
 
     def flush_chains(self) -> None:
