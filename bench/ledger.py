@@ -6,7 +6,10 @@ Every figure comes from this run; the naive writer is measured in the same run:
     .venv/bin/python bench/ledger.py [--seconds 3] [--repeat 3] [--verify-events 100000]
                                      [--open-events 1000000] [--dir DIR] [--only PARTS]
 
-Events are about 1 KiB (an `attempt` with 700 characters of code) unless said otherwise.
+Events are about 1 KiB: a task event's line (an `attempt` with 322 characters of code) is
+1,030 bytes, plus its 130-byte entry in a `task_events` line of the project chain; a project
+event's line (`execution_started`) 1,040 bytes. `--scale 2.3` makes them the 1.5 KB lines of
+earlier runs (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import argparse
 import hashlib
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -22,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 # This file is named like the package it measures: keep its own directory off the import path.
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
@@ -36,7 +41,15 @@ from ledger.envelopes import ProjectLine, TaskLine
 from protocol import Verdict
 from protocol.ledger_events import Attempt, ExecutionStarted
 
-CODE = "def handler(request):\n    return {'ok': True}\n" * 16  # 720 characters
+UNIT = "def handler(request):\n    return {'ok': True}\n"  # 46 characters
+CODE = UNIT * 7  # task lines of 1,030 bytes
+DETAIL = UNIT * 15  # project lines of 1,040 bytes
+
+
+def scale(factor: float) -> None:
+    global CODE, DETAIL
+    CODE = UNIT * round(7 * factor)
+    DETAIL = UNIT * round(15 * factor)
 
 
 def attempt_body(s: int) -> Attempt:
@@ -47,20 +60,48 @@ def attempt_body(s: int) -> Attempt:
     )  # fmt: skip
 
 
-def line_size() -> int:
-    from ledger.canonical import canonical
+def line_sizes() -> tuple[int, int]:
+    """(task line, project line) in bytes, as the writer writes them."""
+    base = Path(tempfile.mkdtemp(prefix="ledger-size-"))
 
-    return len(canonical(attempt_body(0)))
+    async def one() -> None:
+        async with open_ledger(base, "size", create=True, mode="buffered") as ledger:
+            await ledger.append_task_event("T-0", attempt_body(0))
+            await ledger.append_project_event(ExecutionStarted(detail=DETAIL))
+            await ledger.flush()
+
+    try:
+        anyio.run(one)
+        paths = ProjectPaths.of(base, "size")
+        task = len(paths.task_events("T-0").read_bytes())
+        return task, len(paths.events.read_bytes().splitlines()[-1]) + 1
+    finally:
+        shutil.rmtree(base)
 
 
 # --- appends ----------------------------------------------------------------------------------
 
 
-async def run_producers(
-    root: Path, mode: str, producers: int, seconds: float, shared_task: bool
-) -> tuple[int, float]:
+class Run(NamedTuple):
+    events: int
+    elapsed: float
+    loop_cpu: float  # the event loop's thread, while the producers ran
+    process_cpu: float  # the ledger's commit process, from its start to its end
+
+
+def run_producers(root: Path, mode: str, producers: int, seconds: float, shared_task: bool) -> Run:
     """`producers` tasks append for `seconds`; each to its own task, or all to the project
-    chain (`shared_task`); returns (events, elapsed)."""
+    chain (`shared_task`)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    count, elapsed, loop_cpu = anyio.run(_produce, root, mode, producers, seconds, shared_task)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the commit process was reaped
+    process_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return Run(count, elapsed, loop_cpu, process_cpu)
+
+
+async def _produce(
+    root: Path, mode: str, producers: int, seconds: float, shared_task: bool
+) -> tuple[int, float, float]:
     count = 0
     async with open_ledger(root, "bench", create=True, mode=mode) as ledger:  # type: ignore[arg-type]
         deadline = time.perf_counter() + seconds
@@ -72,18 +113,18 @@ async def run_producers(
             s = 0 if pointer is None else pointer.s + 1
             while time.perf_counter() < deadline:
                 if shared_task:
-                    await ledger.append_project_event(ExecutionStarted(detail=CODE))
+                    await ledger.append_project_event(ExecutionStarted(detail=DETAIL))
                 else:
                     await ledger.append_task_event(task, attempt_body(s))
                     s += 1
                 count += 1
 
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.thread_time()
         async with anyio.create_task_group() as tg:
             for n in range(producers):
                 tg.start_soon(producer, n)
-        elapsed = time.perf_counter() - start
-    return count, elapsed
+        elapsed, cpu = time.perf_counter() - start, time.thread_time() - cpu
+    return count, elapsed, cpu
 
 
 def naive_writer(path: Path, seconds: float) -> tuple[int, float]:
@@ -125,10 +166,12 @@ def _load() -> str:
 
 
 def bench_appends(base: Path, seconds: float, repeat: int) -> None:
-    print(f"\n== append throughput ({line_size()} B attempt bodies; {seconds:g} s each, "
-          f"{repeat} run(s) per row: median [min-max]) ==")  # fmt: skip
-    print("The disk's fsync latency drifts by 10x within minutes here, so the naive writer is")
-    print("measured again right before each durable run and each ratio is to that measurement.")
+    task_line, project_line = line_sizes()
+    print(f"\n== append throughput (task lines {task_line:,} B, project lines {project_line:,} B; "
+          f"{seconds:g} s each, {repeat} run(s) per row: median [min-max]) ==")  # fmt: skip
+    print("The disk's fsync latency drifts within minutes here, so the naive writer is measured")
+    print("again right before each durable run and each ratio is to that measurement. CPU per")
+    print("event: the event loop's thread, and the ledger's commit process (medians).")
     print(_load())
     rows = [("durable", p, False) for p in (1, 8, 64)] + [
         ("durable", 64, True), ("durable", 256, False), ("buffered", 64, False),
@@ -136,7 +179,7 @@ def bench_appends(base: Path, seconds: float, repeat: int) -> None:
     ]  # fmt: skip
     naive = 0.0
     for number, (mode, producers, shared) in enumerate(rows):
-        rates, naives, ratios = [], [], []
+        rates, naives, ratios, loop, process = [], [], [], [], []
         for run in range(repeat):
             if mode == "durable" or not naives:
                 naive_path = base / f"naive-{number}-{run}.jsonl"
@@ -144,16 +187,20 @@ def bench_appends(base: Path, seconds: float, repeat: int) -> None:
                 naive = n / dt
                 naive_path.unlink()
             root = base / f"{mode}-{producers}-{shared}-{run}"
-            n, dt = anyio.run(run_producers, root, mode, producers, seconds, shared)
+            got = run_producers(root, mode, producers, seconds, shared)
             shutil.rmtree(root)
-            rates.append(n / dt)
+            rate = got.events / got.elapsed
+            rates.append(rate)
             naives.append(naive)
-            ratios.append(n / dt / naive)
+            ratios.append(rate / naive)
+            loop.append(got.loop_cpu / got.events * 1e6)
+            process.append(got.process_cpu / got.events * 1e6)
         what = "project chain" if shared else "own task each"
         ratio = statistics.median(ratios)
+        cpu = f"{statistics.median(loop):.1f} + {statistics.median(process):.1f} us"
         print(f"{mode:8} {producers:>3} producers, {what:14} {_spread(rates):>26} events/s"
               f"   naive {_spread(naives):>20}/s   {ratio:>5.1f}x"
-              f" [{min(ratios):.1f}-{max(ratios):.1f}]")  # fmt: skip
+              f" [{min(ratios):.1f}-{max(ratios):.1f}]   CPU/event {cpu}")  # fmt: skip
     print(_load())
 
 
@@ -166,7 +213,7 @@ async def fill_project(root: Path, project: str, events: int) -> None:
 
         async def producer() -> None:
             for _ in range(events // 64):
-                await ledger.append_project_event(ExecutionStarted(detail=CODE))
+                await ledger.append_project_event(ExecutionStarted(detail=DETAIL))
 
         async with anyio.create_task_group() as tg:
             for _ in range(64):
@@ -174,17 +221,19 @@ async def fill_project(root: Path, project: str, events: int) -> None:
 
 
 async def fill(root: Path, project: str, events: int, tasks: int, small: bool) -> None:
-    """Write `events` task events over `tasks` tasks through the real writer (buffered)."""
-    body_code = "x = 1\n" if small else CODE
+    """Write `events` task events over `tasks` tasks through the real writer (buffered): the
+    bench's attempts, or `small` ones (about 360-byte lines)."""
     async with open_ledger(root, project, create=True, mode="buffered") as ledger:
         per_task = events // tasks
 
         async def producer(n: int) -> None:
             for s in range(per_task):
-                await ledger.append_task_event(
-                    f"T-{n}",
-                    Attempt(r=0, s=s, result=Verdict.FAIL, reason_code="X", code_content=body_code),
+                body = (
+                    Attempt(r=0, s=s, result=Verdict.FAIL, reason_code="X", code_content="x = 1")
+                    if small
+                    else attempt_body(s)
                 )
+                await ledger.append_task_event(f"T-{n}", body)
 
         async with anyio.create_task_group() as tg:
             for n in range(tasks):
@@ -192,7 +241,8 @@ async def fill(root: Path, project: str, events: int, tasks: int, small: bool) -
 
 
 def bench_verify(base: Path, events: int) -> None:
-    print(f"\n== verify ({events:,} task events of ~1 KiB, 64 tasks) ==")
+    task_line, _ = line_sizes()
+    print(f"\n== verify ({events:,} task events, lines of {task_line:,} B, 64 tasks) ==")
     t = time.perf_counter()
     anyio.run(fill, base, "verify", events, 64, False)
     print(f"written in {time.perf_counter() - t:.1f} s (buffered writer)")
@@ -219,7 +269,7 @@ def _verify_rate(paths: ProjectPaths, task_events: int) -> None:
     print(f"verify: {_spread(rates)} lines/s, {size / min(times) / 1e6:.0f} MB/s at best")
     if task_events:
         print(f"        {_spread([task_events / t for t in times])} task events/s "
-              "(each with its project link)")  # fmt: skip
+              "(each with its entry in a task_events line)")  # fmt: skip
     # The work no check of these lines can skip, in bulk (no Python per line): strict decode,
     # canonical encode, SHA-256 of each line.
     files = [(paths.events, ProjectLine)] + [
@@ -242,9 +292,9 @@ def _verify_rate(paths: ProjectPaths, task_events: int) -> None:
 
 
 def bench_open(base: Path, events: int) -> Path:
-    print(f"\n== open ({events:,} events: {events // 2:,} task events over 1,000 tasks + links) ==")
+    print(f"\n== open ({events:,} task events over 1,000 tasks, and their links) ==")
     t = time.perf_counter()
-    anyio.run(fill, base, "big", events // 2, 1000, True)
+    anyio.run(fill, base, "big", events, 1000, True)
     print(f"written in {time.perf_counter() - t:.1f} s (buffered writer)")
     paths = ProjectPaths.of(base, "big")
     lines = sum(1 for _ in paths.events.open("rb"))
@@ -262,7 +312,7 @@ def bench_open(base: Path, events: int) -> Path:
 
     for _ in range(7):
         anyio.run(one_open)
-    total = lines + (events // 2 // 1000) * 1000
+    total = lines + events
     print(f"ledger: {total:,} events ({lines:,} in the project chain)")
     print(
         f"open (lock, project tail, journal, writer started): median "
@@ -291,7 +341,7 @@ def verify_peak_rss(root: Path, project: str) -> tuple[int, int]:
 def bench_memory(base: Path) -> None:
     print("\n== verify peak memory (fresh process each, same event shape) ==")
     for events in (10_000, 100_000):
-        anyio.run(fill, base, f"mem-{events}", events // 2, 1000, True)
+        anyio.run(fill, base, f"mem-{events}", events, 1000, True)
     for project in ("mem-10000", "mem-100000", "big"):
         if (base / project).exists():
             lines, rss = verify_peak_rss(base, project)
@@ -306,9 +356,13 @@ def main() -> None:
     parser.add_argument("--open-events", type=int, default=1_000_000)
     parser.add_argument("--dir", type=Path, default=None, help="where to build (default: tmp)")
     parser.add_argument(
+        "--scale", type=float, default=1.0, help="event size factor (2.3: earlier 1.5 KB lines)"
+    )
+    parser.add_argument(
         "--only", default="appends,verify,open,memory", help="comma-separated parts to run"
     )
     args = parser.parse_args()
+    scale(args.scale)
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     base = Path(tempfile.mkdtemp(prefix="ledger-bench-", dir=args.dir))
     try:
