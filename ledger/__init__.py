@@ -3,7 +3,8 @@
 One chain per project (``events.jsonl``) and one per task (``tasks/<id>/events.jsonl``), each
 line the RFC 8785 canonical JSON of an event with its SHA-256 and its predecessor's; the
 project chain links every task event, so neither can be edited alone. One async writer per
-project commits batches (group commit); `verify_project` checks everything in constant memory.
+project seals batches and a small commit process writes them (group commit, one disk write per
+batch); `verify_project` checks everything in constant memory.
 docs/FORMAT.md specifies the format exactly.
 """
 

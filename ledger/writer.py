@@ -8,11 +8,12 @@ up to `MAX_BATCH` queued requests (a batch), checks each event against its task'
 seals it into a line around the body bytes already checked. A batch's consecutive task events
 get one `task_events` line in the project chain that links them all.
 
-The sealed batch goes to the committer (ledger/committer.py), a thread that journals it,
-fsyncs (durable mode) and appends the lines to the chain files behind the journal, while the
-writer seals the next batch. Once the committer reports a batch done, the completer task
-publishes the new state and wakes the batch's producers. Buffered mode skips every fsync: a
-crash of the process (SIGKILL) still loses nothing acknowledged, a crash of the machine may.
+The sealed batch goes to the commit process (ledger/committer.py, ledger/commit_process.py),
+which journals it (durable mode: on disk before it reports) and appends the lines to the chain
+files behind the journal, while the writer seals the next batch. Once the commit process
+reports a batch done, the completer task publishes the new state and wakes the batch's
+producers. Buffered mode skips every fsync: a crash of the process (SIGKILL) still loses
+nothing acknowledged, a crash of the machine may.
 
 The event loop's time per event is the ledger's throughput (docs/performance.md), so the hot
 path is written flat: templates instead of records (ledger/chain.py), one wake-up per producer,
@@ -529,8 +530,8 @@ async def open_ledger(
 
 @contextlib.asynccontextmanager
 async def _running(ledger: Ledger) -> AsyncIterator[None]:
-    """Run the writer, the completer and the committer thread around the body; on the way
-    out, commit what is queued and checkpoint."""
+    """Run the writer (and, from the first append, the completer and the commit process)
+    around the body; on the way out, commit what is queued and checkpoint."""
     assert ledger._committer is not None
     body_error: Exception | None = None
     ledger._loop = _running_asyncio_loop()
