@@ -24,7 +24,8 @@ reason, and fails that group and every later job (nothing after it is written).
 The process holds the writer lock (it inherits the descriptor) for as long as it runs, so no
 other writer can start while it still has lines to write; it ends when its input pipe closes
 (its writer closed the ledger, or died) after finishing the complete jobs it has, and at
-once when its parent dies (``PR_SET_PDEATHSIG``).
+once when its parent dies (``PR_SET_PDEATHSIG``); it ignores SIGINT, SIGTERM and SIGHUP, which
+a terminal or a service manager sends the whole process group: they are for the writer.
 
 Why a process and not a thread: the journal's commit latency is the ledger's throughput with
 many producers (each waits for its batch), and a thread would need the GIL back from a busy
@@ -444,8 +445,11 @@ def die_with_parent(parent: int) -> None:
 def main() -> None:
     import signal
 
-    # Interrupts are for the writer, which closes the pipe when it stops.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Signals to the whole process group (Ctrl-C, a service manager's SIGTERM) are for the
+    # writer, which may still record what it was doing when it stops (`runner campaign` records
+    # the interrupted attempts); this process ends when the writer closes the pipe or dies.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
     config = json.loads(sys.argv[1])
     die_with_parent(config["parent"])
     try:

@@ -159,6 +159,22 @@ def test_a_killed_writer_takes_its_commit_process_and_lock_with_it(tmp_path: Pat
     assert verify_project(paths).ok
 
 
+async def test_signals_to_the_process_group_are_left_to_the_writer(tmp_path: Path) -> None:
+    # Ctrl-C or a service manager's SIGTERM reach every process of the group: the writer may
+    # still record what it was doing (a campaign records its interrupted attempts).
+    paths = ProjectPaths.of(tmp_path, PROJECT)
+    async with open_ledger(tmp_path, PROJECT, create=True) as ledger:
+        await ledger.append_task_event("T", attempt(0, 0))
+        (pid,) = commit_processes(paths)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            os.kill(pid, sig)
+        await anyio.sleep(0.1)
+        await ledger.append_task_event("T", attempt(0, 1))
+        assert commit_processes(paths) == [pid]
+    report = verify_project(paths)
+    assert report.ok and report.task_heads["T"].seq == 1
+
+
 async def test_a_ledger_opened_only_to_read_starts_no_commit_process(tmp_path: Path) -> None:
     async with open_ledger(tmp_path, PROJECT, create=True) as ledger:
         await ledger.append_task_event("T", attempt(0, 0))
