@@ -1,7 +1,8 @@
 """The writer lock: one process at a time per project.
 
-`flock` on ``<project>/.lock``; a second writer fails with `LedgerLocked` at once or after
-waiting up to a timeout. The kernel drops the lock when its holder dies, even by SIGKILL.
+`flock` on ``<project>/.lock``; a second writer fails with `LedgerLocked` after waiting up to a
+timeout (`GRACE_S` when none is given). The kernel drops the lock when its holder dies, even
+by SIGKILL, and the writer's commit process holds it with it (it inherits the descriptor).
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ import anyio
 from .errors import LedgerLocked
 
 POLL_S = 0.02
+# Without a timeout a writer still waits this long: a writer that has just died may hold the
+# lock a few milliseconds more, through its commit process (ledger/commit_process.py), which
+# dies with it but not in the same instant.
+GRACE_S = 0.5
 
 
 class WriterLock:
@@ -26,10 +31,12 @@ class WriterLock:
         self._fd = -1
 
     async def acquire(self, timeout_s: float = 0.0) -> None:
-        deadline = time.monotonic() + timeout_s
+        start = time.monotonic()
+        deadline = start + (timeout_s if timeout_s > 0 else GRACE_S)
         while not self.try_acquire():
-            if time.monotonic() >= deadline:
-                raise LedgerLocked(self.path.parent, timeout_s)
+            now = time.monotonic()
+            if now >= deadline:
+                raise LedgerLocked(self.path.parent, round(now - start, 1))
             await anyio.sleep(POLL_S)
 
     @property
