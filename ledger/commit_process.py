@@ -18,8 +18,11 @@ jobs from a pipe and works in two threads:
   journal.
 
 A job with the flush or checkpoint flag is reported done only once the chains thread has done
-it. Reports go back on a second pipe; an I/O error is reported once, with the file and the
-reason, and fails that group and every later job (nothing after it is written).
+it, and ends its group. Reports go back on a second pipe. An I/O error is reported once, with
+the file, the reason and the last job whose lines are in the journal: the journal write of a
+group failed (that group and every later job failed, nothing after it is written), or the
+chains thread failed (the next group is not journaled, and fails; a flush or checkpoint whose
+own work failed fails, though its batch's lines are in the journal).
 
 The process holds the writer lock (it inherits the descriptor) for as long as it runs, so no
 other writer can start while it still has lines to write; it ends when its input pipe closes
@@ -37,7 +40,7 @@ then per task ``<H id bytes><I data bytes>`` followed by the id and the data, th
 project lines (`project` bytes). Flags: 1 flush, 2 checkpoint. The journal gets, per job with
 lines, the task data in order, the project lines and the commit line. A report:
 ``<B kind><Q done><Q failed_at>``; kind ``F`` is followed by ``<I n>`` and n bytes of JSON
-``{"path": ..., "reason": ...}``.
+``{"path": ..., "reason": ..., "journaled": <the last job in the journal>}``.
 """
 
 from __future__ import annotations
@@ -132,6 +135,7 @@ class CommitProcess:
         with naming(self.events_path):
             self.project_fd = os.open(self.events_path, os.O_WRONLY | os.O_APPEND)
         self.buffer = bytearray()
+        self.parsed: deque[Job] = deque()
         self.lock = threading.Lock()
         self.has_lines = threading.Condition(self.lock)
         self.handed: deque[Handed] = deque()
@@ -167,32 +171,39 @@ class CommitProcess:
     def run(self) -> None:
         chains = threading.Thread(target=self.chains_main, name="chains", daemon=True)
         chains.start()
+        journaled = 0  # the last job whose lines are in the journal
         reported_failure = False
         while True:
             jobs = self.read_jobs()
             if not jobs:
                 break
-            failed = self.failure is not None
-            if not failed:
+            ok = self.failure is None
+            if ok:
                 try:
                     self.append(jobs)
+                    journaled = jobs[-1].number
                 except BaseException as exc:
                     self.fail(exc)
-                    failed = True
-            handed = None if failed else self.hand_over(jobs)
-            if handed is not None and handed.barrier is not None:
-                handed.barrier.wait()
+                    ok = False
+            if ok:
+                handed = self.hand_over(jobs)
+                if handed.barrier is not None:  # the group's last job
+                    handed.barrier.wait()
+                    ok = self.failure is None
+            # A failure of the chains thread while this group was journaled fails only the
+            # next group (not journaled), or this one's flush or checkpoint (its last job).
             failure = self.failure
-            if failure is None:
+            if ok or reported_failure or failure is None:
                 self.report(REPORT.pack(DONE, jobs[-1].number, 0))
-            elif not reported_failure:
-                reported_failure = True
-                detail = json.dumps({"path": failure.path, "reason": failure.reason}).encode()
-                self.report(REPORT.pack(FAILED, jobs[-1].number, jobs[0].number)
-                            + LENGTH.pack(len(detail)) + detail)  # fmt: skip
             else:
-                self.report(REPORT.pack(DONE, jobs[-1].number, 0))
-            if failure is None and not self.rotated and self.journal_size >= self.checkpoint_bytes:
+                reported_failure = True
+                detail = json.dumps(
+                    {"path": failure.path, "reason": failure.reason, "journaled": journaled}
+                ).encode()
+                failed_at = jobs[-1].number if journaled == jobs[-1].number else jobs[0].number
+                self.report(REPORT.pack(FAILED, jobs[-1].number, failed_at)
+                            + LENGTH.pack(len(detail)) + detail)  # fmt: skip
+            if ok and not self.rotated and self.journal_size >= self.checkpoint_bytes:
                 try:
                     self.rotate()
                 except BaseException as exc:
@@ -209,14 +220,21 @@ class CommitProcess:
                 view = view[os.write(self.sink, view) :]
 
     def read_jobs(self) -> list[Job]:
-        """Every complete job in the pipe, waiting for at least one; none at the end."""
-        jobs: list[Job] = []
-        while not jobs:
+        """The complete jobs waiting in the pipe, up to and including the first flush or
+        checkpoint (so that a failed one is its group's last); at least one, none at the
+        end."""
+        while not self.parsed:
             chunk = os.read(self.source, READ_BYTES)
             if not chunk:
                 return []  # a job cut short by the writer's death was never acknowledged
             self.buffer += chunk
-            jobs = self.parse()
+            self.parsed.extend(self.parse())
+        jobs = []
+        while self.parsed:
+            job = self.parsed.popleft()
+            jobs.append(job)
+            if job.flags:
+                break
         return jobs
 
     def parse(self) -> list[Job]:
@@ -455,7 +473,7 @@ def main() -> None:
     try:
         process = CommitProcess(config)
     except Failure as exc:
-        detail = json.dumps({"path": exc.path, "reason": exc.reason}).encode()
+        detail = json.dumps({"path": exc.path, "reason": exc.reason, "journaled": 0}).encode()
         os.write(config["out_fd"], REPORT.pack(FAILED, 0, 1) + LENGTH.pack(len(detail)) + detail)
         return
     process.run()

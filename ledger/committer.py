@@ -20,6 +20,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import anyio
 
@@ -59,6 +60,17 @@ class Job:
         return parts
 
 
+class Progress(NamedTuple):
+    """How far the commit process got: jobs up to `done` are finished. If `error`, every job
+    from `failed_at` on failed, but the lines of jobs up to `journaled` are in the journal
+    (that is at most `failed_at`: a flush or checkpoint whose own work failed)."""
+
+    done: int
+    failed_at: int
+    journaled: int
+    error: LedgerError | None
+
+
 class Committer:
     """Submits jobs to the commit process and tracks what it reports."""
 
@@ -73,6 +85,7 @@ class Committer:
         self.submitted = 0
         self._done = 0
         self._failed_at = 0
+        self._journaled = 0
         self._error: LedgerError | None = None
         self._ended = False
         self._stopping = False
@@ -139,6 +152,7 @@ class Committer:
             except OSError as exc:
                 self._ended = True
                 self._failed_at = job.number
+                self._journaled = job.number - 1
                 self._error = WriterFailed.of(exc, self.paths.dir)
                 return
         parts = job.frame()
@@ -187,6 +201,7 @@ class Committer:
                 end += LENGTH.size + size
                 if self._error is None:
                     self._failed_at = failed_at
+                    self._journaled = detail["journaled"]
                     self._error = WriterFailed(detail["path"], detail["reason"])
             self._done = max(self._done, done)
             at = end
@@ -196,21 +211,25 @@ class Committer:
             # does every later one.
             code = self._process.poll() if self._process is not None else None
             self._failed_at = self._done + 1
+            self._journaled = self._done
             self._error = WriterFailed(
                 self.paths.dir, f"the ledger's commit process ended (exit status {code})"
             )
 
-    def progress(self) -> tuple[int, int, LedgerError | None]:
-        """(jobs finished, first failed job or 0, its error)."""
-        return self._done, self._failed_at, self._error
+    def progress(self) -> Progress:
+        return Progress(self._done, self._failed_at, self._journaled, self._error)
 
-    def stop(self) -> None:
-        """Close the pipe: the process finishes the whole jobs it has, then ends."""
+    async def stop(self) -> None:
+        """Close the pipe: the process finishes the whole jobs it has, then ends. Waited for
+        on the event loop and shielded: a slow disk holds up this close, not the loop."""
         if self._process is None:
             return
         self._stopping = True
         os.close(self._jobs)
-        self._process.wait()
-        os.set_blocking(self._reports, True)
-        self.read_reports()
+        with anyio.CancelScope(shield=True):
+            while not self._ended:
+                await anyio.wait_readable(self._reports)
+                self.read_reports()
+            # Its report pipe closed when it exited, or is exiting.
+            await anyio.to_thread.run_sync(self._process.wait)
         os.close(self._reports)

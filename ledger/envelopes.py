@@ -27,10 +27,12 @@ from protocol.ledger_events import (
     Count,
     ExecutionBlockedUnapproved,
     ExecutionStarted,
+    LinkedHash,
     ProjectCreated,
     ProjectImported,
     RecoveredTornTail,
     TaskEvent,
+    TaskEventType,
     Timestamp,
 )
 
@@ -40,8 +42,8 @@ class Link(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
 
     task_id: str
     task_seq: Count
-    task_event_hash: str
-    task_event_type: str
+    task_event_hash: LinkedHash
+    task_event_type: TaskEventType
 
 
 class Links(

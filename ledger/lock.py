@@ -55,7 +55,9 @@ class WriterLock:
         return True
 
     def release(self) -> None:
+        """Close the descriptor, without LOCK_UN: a lock belongs to the open file, which a
+        commit process may share (it inherits the descriptor) and may still be writing
+        under; the lock ends when the last descriptor of it is closed."""
         if self._fd >= 0:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = -1

@@ -26,6 +26,7 @@ from protocol import is_safe_id
 from protocol.ledger_events import (
     GENESIS_HASH,
     MAX_SAFE_INT,
+    TASK_EVENT_TYPES,
     ProjectRecord,
     TaskEventsLinked,
     TaskRecord,
@@ -96,12 +97,14 @@ class _Links:
     keys: list[str] = field(default_factory=list)  # this block's, not yet in `digest`
 
 
-def _link_key(task_hash: str, project_seq: int) -> str:
-    # Task seqs need no place here: both sides already check that they count up from 0.
-    return f"{task_hash}{project_seq}\n"
+def _link_key(task_hash: str, event_type: str, project_seq: int) -> str:
+    # Task seqs need no place here: both sides already check that they count up from 0. The
+    # hash has its fixed length and the type is one of the tags: the key is unambiguous.
+    return f"{task_hash}{event_type}\n{project_seq}\n"
 
 
 _project_seq = attrgetter("project_seq")
+_TAGS = {t: t.__struct_config__.tag for t in TASK_EVENT_TYPES}
 _event_hash = attrgetter("event_hash")
 
 
@@ -224,7 +227,7 @@ def _note_project_events(
             if not link.keys:
                 touched.append(link)
             link.count += 1
-            link.keys.append(f"{event.task_event_hash}{seq}\n")  # `_link_key`
+            link.keys.append(f"{event.task_event_hash}{event.task_event_type}\n{seq}\n")
     for link in touched:
         link.digest.update("".join(link.keys).encode())
         link.keys.clear()
@@ -274,7 +277,8 @@ def _verify_task(
                     project_seqs = project_seqs[:linked]
             state = _replay(records, state, task_id, path)
             hashes = map(_event_hash, records)
-            digest.update("".join(map(_link_key, hashes, project_seqs)).encode())
+            tags = [_TAGS[type(record.body)] for record in records]
+            digest.update("".join(map(_link_key, hashes, tags, project_seqs)).encode())
             count += len(records)
             if error is not None:
                 raise error
@@ -369,8 +373,8 @@ def _locate(paths: ProjectPaths, task_id: str, count: int) -> Problem:
         if link is None:
             return Problem(str(path), index + 1, "task event is not linked from the project chain")
         project_seq, body = link
-        mine = (record.seq, record.event_hash, record.project_seq)
-        theirs = (body.task_seq, body.task_event_hash, project_seq)
+        mine = (record.seq, record.event_hash, _TAGS[type(record.body)], record.project_seq)
+        theirs = (body.task_seq, body.task_event_hash, body.task_event_type, project_seq)
         if mine != theirs:
             return Problem(
                 str(path), index + 1,

@@ -286,7 +286,12 @@ class Ledger:
             batch = self._queued.popleft()
             _set(self._queue_taken)
             self._queue_taken = None
-            await self._commit(batch, self._seal(batch), tg)
+            try:
+                job = self._seal(batch)
+            except Exception as exc:  # a bug: its producers must not wait forever
+                self._complete(batch, LedgerError(f"the ledger's writer failed: {exc!r}"))
+                raise
+            await self._commit(batch, job, tg)
             if self._queued:
                 await anyio.lowlevel.checkpoint()  # let the completer and producers run
         committer = self._committer
@@ -353,6 +358,11 @@ class Ledger:
                 request.result = Appended(task_seq, task_hash, seq + 1, task_id)
             except LedgerError as exc:
                 request.error = exc
+            except OSError as exc:  # reading the task's chain file for its state
+                request.error = LedgerError(
+                    f"{exc.filename or self.paths.dir}: cannot read the "
+                    f"task's chain: {exc.strerror or exc}"
+                )
             except (TypeError, ValueError, AttributeError) as exc:
                 # Not expected after the body's check; refuse the event, keep the writer alive.
                 request.error = InvalidEvent(f"invalid event: {exc}")
@@ -368,6 +378,9 @@ class Ledger:
         """Hand the batch to the committer, or complete it now when it has nothing to write
         (every request refused, or the ledger failed)."""
         if job is None or not (job.project_lines or job.flush):
+            # Every request refused: nothing of it to publish, and the sealed head may be ahead
+            # of what is committed (batches still in flight).
+            batch.head = None
             self._complete(batch, None)
             return
         job.number = batch.number = self._jobs + 1
@@ -402,7 +415,7 @@ class Ledger:
         """Complete every batch the committer has finished (and, once it has ended, every
         other one, with its error); returns how far it got."""
         assert self._committer is not None
-        done, failed_at, error = self._committer.progress()
+        done, failed_at, journaled, error = self._committer.progress()
         if error is not None and self._failed is None and failed_at != self._last_job:
             self._failed = error
             log.error("ledger.write_failed", project_id=self.paths.project_id, error=str(error))
@@ -410,19 +423,26 @@ class Ledger:
         waiting = self._waiting
         while waiting and (waiting[0].number <= done or (ended and error is not None)):
             batch = waiting.popleft()
-            failed = error if error is not None and batch.number >= failed_at else None
-            self._complete(batch, failed)
+            if error is None or batch.number < failed_at:
+                self._complete(batch, None)
+            else:
+                self._complete(batch, error, committed=batch.number <= journaled)
         return done
 
-    def _complete(self, batch: _Batch, error: LedgerError | None) -> None:
-        """The batch is durable (or failed): publish the new state and wake its producers."""
+    def _complete(
+        self, batch: _Batch, error: LedgerError | None, *, committed: bool = False
+    ) -> None:
+        """The batch is durable (or failed): publish the new state and wake its producers.
+        With `error` and `committed`, only its flush failed: its events are in the journal."""
         if error is not None:
             for request in batch.requests:
-                request.result = None
-                request.error = request.error or error
-        elif batch.head is not None:
+                if not committed or request.body is None:
+                    request.result = None
+                    request.error = request.error or error
+        if (error is None or committed) and batch.head is not None:
             self._tasks.update(batch.tasks)
             self._head = batch.head
+        if error is None:
             for request in batch.requests:
                 if request.body is None and request.error is None:  # a flush
                     request.result = Appended(self._head.seq, self._head.hash, self._head.seq)
@@ -435,12 +455,12 @@ class Ledger:
         self._wake_writer.set()
         _set(self._queue_taken)
 
-    def _shut_down(self) -> None:
+    async def _shut_down(self) -> None:
         """Stop the committer once it has finished what it was given, and complete what it
         finished (after a cancellation the completer may not have); refuse what never got to
         it."""
         if self._committer is not None:
-            self._committer.stop()
+            await self._committer.stop()
             self._complete_done()
         closed = LedgerError("ledger is closed")
         for batch in [*self._waiting, *self._queued]:
@@ -546,8 +566,9 @@ async def _running(ledger: Ledger) -> AsyncIterator[None]:
             finally:
                 ledger._close_queue()
     finally:
-        ledger._shut_down()
-    _, failed_at, error = ledger._committer.progress()
+        with anyio.CancelScope(shield=True):
+            await ledger._shut_down()
+    _, failed_at, _, error = ledger._committer.progress()
     if error is not None and failed_at == ledger._last_job:
         # Every acknowledged event is in the journal: the next writer redoes it. The appends
         # succeeded; only tidying up failed (a full disk, say).

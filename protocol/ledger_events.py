@@ -33,6 +33,12 @@ Sha256Hex = Annotated[
 # Hashes and times in the envelope carry no pattern: verify checks them against the values it
 # computes (a pattern would cost a third of verify's decode time and check nothing more).
 Hash = Annotated[str, msgspec.Meta(description="Lowercase hex SHA-256 (64 characters).")]
+# A linked hash has its exact length (verify compares it with the task event's own as part of a
+# string, where a longer one could borrow the digits that follow).
+LinkedHash = Annotated[
+    str,
+    msgspec.Meta(min_length=64, max_length=64, description="Lowercase hex SHA-256."),
+]
 Timestamp = Annotated[
     str,
     msgspec.Meta(
@@ -186,6 +192,11 @@ TaskEvent = (
     | TaskClosed
 )
 TASK_EVENT_TYPES: tuple[type[Any], ...] = TaskEvent.__args__
+# The `type` of each task event (tests/protocol check it against TASK_EVENT_TYPES).
+TaskEventType = Literal[
+    "attempt", "attempt_started", "step_outcome", "review", "rework_dispatched",
+    "attempt_interrupted", "task_closed",
+]  # fmt: skip
 
 # Project chain --------------------------------------------------------------------------------
 
@@ -199,8 +210,8 @@ class TaskEventLink(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     task_id: SafeId
     task_seq: Count
-    task_event_hash: Hash
-    task_event_type: str
+    task_event_hash: LinkedHash
+    task_event_type: TaskEventType
 
 
 class TaskEventsLinked(_Body, tag="task_events", frozen=True):

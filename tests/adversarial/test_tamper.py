@@ -5,6 +5,7 @@ consistent rewrite of both chains only against a head kept elsewhere (`--expect-
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 from collections.abc import Callable
@@ -14,13 +15,24 @@ import msgspec
 import pytest
 from click.testing import CliRunner
 
-from ledger.chain import seal
+from ledger import init_project
+from ledger.canonical import canonical
+from ledger.chain import link_json, seal, seal_links_line, seal_project_line, seal_task_line
 from ledger.store import ProjectPaths
 from ledger.verify import verify_project
-from protocol.ledger_events import ExecutionStarted, ProjectRecord, TaskEventsLinked, TaskRecord
+from ledger.writer import utc_now
+from protocol import AttemptPointer
+from protocol.ledger_events import (
+    GENESIS_HASH,
+    CampaignStarted,
+    ExecutionStarted,
+    ProjectRecord,
+    TaskEventsLinked,
+    TaskRecord,
+)
 from runner.cli import main
 from tests.adversarial.trials import trials
-from tests.ledger.conftest import PROJECT, populate
+from tests.ledger.conftest import PROJECT, attempt, populate
 from tests.ledger.test_verify import read_lines, rechain, write_lines
 
 Lines = list[bytes]
@@ -194,3 +206,58 @@ def test_tampering_is_found_with_file_and_line(
             assert code == 1, out
             assert f"damage: {first.path}:{first.line}: " in out, out
         shutil.rmtree(root)
+
+
+def test_a_link_naming_another_event_type_is_found(template: Path, tmp_path: Path) -> None:
+    """A forger holding the project chain makes a link say `review` for an `attempt` (and
+    re-seals the chain): the hashes agree, the types do not."""
+    shutil.copytree(template, tmp_path / "root")
+    paths = ProjectPaths.of(tmp_path / "root", PROJECT)
+    dec = msgspec.json.Decoder(ProjectRecord)
+    out, changed = [], None
+    for line in read_lines(paths.events):
+        record = dec.decode(line)
+        body = record.body
+        if changed is None and isinstance(body, TaskEventsLinked):
+            event = body.events[0]
+            assert event.task_event_type == "attempt"
+            changed = (event.task_id, record.seq)
+            forged = msgspec.structs.replace(event, task_event_type="review")
+            record = msgspec.structs.replace(
+                record, body=TaskEventsLinked([forged, *body.events[1:]])
+            )
+        out.append(msgspec.json.encode(record) + b"\n")
+    assert changed is not None
+    write_lines(paths.events, rechain(out, ProjectRecord))
+    report = verify_project(paths)
+    assert [p.path for p in report.problems] == [str(paths.task_events(changed[0]))]
+    assert "differs from its link" in report.problems[0].reason
+
+
+def test_a_link_hash_of_the_wrong_length_is_found(tmp_path: Path) -> None:
+    """Verify compares a link's hash with the task event's as part of a string: a link whose
+    hash is one digit longer could borrow the next part, and pass for a task event whose
+    `project_seq` points elsewhere (here line 11, a `campaign_started`). Such a link is not
+    a valid record."""
+    paths = init_project(tmp_path, "p")
+    genesis = paths.events.read_bytes()
+    head = json.loads(genesis)["event_hash"].encode()
+    ts, chain = utc_now().encode(), b"p"
+    digest, task_line = seal_task_line(
+        canonical(attempt(0, 0)), False, False, AttemptPointer(0, 0), GENESIS_HASH.encode(),
+        chain, 11, 0, b"T", ts,
+    )  # fmt: skip
+    head_str, links = seal_links_line(
+        [link_json(b"T", 0, digest + "1", b"attempt")], head, chain, 1, ts
+    )
+    lines = [genesis, links]
+    for seq in range(2, 12):
+        body = canonical(CampaignStarted(campaign_id=f"c{seq}"))
+        head_str, line = seal_project_line(body, head_str.encode(), chain, seq, ts)
+        lines.append(line)
+    paths.events.write_bytes(b"".join(lines))
+    paths.task_events("T").parent.mkdir(parents=True)
+    paths.task_events("T").write_bytes(task_line)
+    report = verify_project(paths)
+    assert [(p.path, p.line) for p in report.problems] == [(str(paths.events), 2)]
+    assert "length" in report.problems[0].reason

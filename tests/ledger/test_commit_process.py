@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -16,6 +17,8 @@ import anyio
 import pytest
 
 from ledger import (
+    Appended,
+    AttemptOrderRejected,
     Ledger,
     LedgerError,
     ProjectPaths,
@@ -24,6 +27,8 @@ from ledger import (
     open_ledger,
     verify_project,
 )
+from ledger.lock import WriterLock
+from protocol import AttemptPointer
 from tests.ledger.conftest import PROJECT, attempt, crash_image
 
 pytestmark = pytest.mark.anyio
@@ -198,3 +203,114 @@ def test_a_format_1_ledger_is_refused_naming_the_manifest(project_root: Path) ->
 
     with pytest.raises(LedgerError, match=r"project_manifest.json: ledger format 1"):
         anyio.run(main)
+
+
+async def test_a_refused_append_does_not_publish_a_batch_still_in_flight(tmp_path: Path) -> None:
+    paths = ProjectPaths.of(tmp_path, PROJECT)
+    async with open_ledger(tmp_path, PROJECT, create=True) as ledger:
+        await ledger.append_task_event("T", attempt(0, 0))
+        before = ledger.head
+        (pid,) = commit_processes(paths)
+        os.kill(pid, signal.SIGSTOP)  # the next batch stays in flight
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(ledger.append_task_event, "T", attempt(0, 1))
+                await anyio.sleep(0.1)
+                with pytest.raises(AttemptOrderRejected):  # S5 after the sealed S1
+                    await ledger.append_task_event("T", attempt(0, 5))
+                assert ledger.head == before
+                assert ledger.task_state("T").pointer == AttemptPointer(0, 0)
+                os.kill(pid, signal.SIGCONT)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert ledger.head.seq == before.seq + 1
+        assert ledger.task_state("T").pointer == AttemptPointer(0, 1)
+
+
+async def test_a_failed_flush_fails_alone_not_the_appends_committed_with_it(
+    tmp_path: Path,
+) -> None:
+    """The chain file cannot be written (its directory is a file), but the batch is in the
+    journal: its append is acknowledged, the flush that needed the chain file fails, and so
+    does every later append; a reopen (with the obstacle gone) has the event."""
+    paths = ProjectPaths.of(tmp_path, PROJECT)
+    got: dict[str, object] = {}
+
+    async def append(ledger: Ledger) -> None:
+        got["append"] = await ledger.append_task_event("BAD", attempt(0, 0))
+
+    async def flush(ledger: Ledger) -> None:
+        try:
+            await ledger.flush()
+        except WriterFailed as exc:
+            got["flush"] = exc
+
+    async with open_ledger(tmp_path, PROJECT, create=True) as ledger:
+        await ledger.append_task_event("A", attempt(0, 0))
+        ledger.task_state("BAD")  # no chain yet
+        paths.task_dir("BAD").write_text("not a directory\n")
+        async with anyio.create_task_group() as tg:  # one batch: the append and the flush
+            tg.start_soon(append, ledger)
+            tg.start_soon(flush, ledger)
+        with pytest.raises(WriterFailed):
+            await ledger.append_task_event("A", attempt(0, 1))
+    assert "tasks/BAD/events.jsonl" in str(got["flush"])
+    appended = got["append"]
+    assert isinstance(appended, Appended)
+    paths.task_dir("BAD").unlink()
+    async with open_ledger(tmp_path, PROJECT) as ledger:
+        assert ledger.task_state("BAD").head == appended.event_hash
+        assert ledger.task_state("A").seq == 0
+    assert verify_project(paths).ok
+
+
+async def test_closing_waits_for_a_stalled_commit_process_on_the_event_loop(
+    tmp_path: Path,
+) -> None:
+    """Cancelled with a batch in flight and the commit process stalled (here SIGSTOP; a slow
+    disk in life): the close waits for it, and the other tasks of the loop run meanwhile."""
+    paths = ProjectPaths.of(tmp_path, PROJECT)
+    gaps: list[float] = []
+
+    async def ticker() -> None:
+        last = time.monotonic()
+        while True:
+            await anyio.sleep(0.02)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ticker)
+        start = time.monotonic()
+        with anyio.move_on_after(0.3):
+            async with open_ledger(tmp_path, PROJECT, create=True) as ledger:
+                await ledger.append_task_event("T", attempt(0, 0))
+                (pid,) = commit_processes(paths)
+                os.kill(pid, signal.SIGSTOP)
+                threading.Timer(1.0, os.kill, (pid, signal.SIGCONT)).start()
+                await ledger.append_task_event("T", attempt(0, 1))  # cancelled, in flight
+        closed = time.monotonic() - start
+        tg.cancel_scope.cancel()
+    assert closed >= 0.9, "the close waited for the commit process"
+    assert max(gaps) < 0.5, "the event loop was blocked while it waited"
+    assert verify_project(paths).ok
+
+
+def test_a_lock_shared_with_a_child_outlives_its_release(tmp_path: Path) -> None:
+    """A writer that gives up its lock (a second Ctrl-C while it closes, say) must not free it
+    while its commit process, which shares it, may still write."""
+    lock = WriterLock(tmp_path / ".lock")
+    assert lock.try_acquire()
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(30)"], pass_fds=(lock.fd,)
+    )
+    other = WriterLock(tmp_path / ".lock")
+    try:
+        lock.release()
+        assert not other.try_acquire()
+    finally:
+        child.kill()
+        child.wait()
+    assert other.try_acquire()
+    other.release()

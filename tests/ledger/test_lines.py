@@ -12,6 +12,7 @@ import hashlib
 import json
 import re
 import shutil
+import typing
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -38,12 +39,14 @@ from protocol import AttemptPointer, Verdict
 from protocol.ledger_events import (
     GENESIS_HASH,
     MAX_SAFE_INT,
+    TASK_EVENT_TYPES,
     Attempt,
     ExecutionStarted,
     ProjectRecord,
     TaskClosed,
     TaskEventLink,
     TaskEventsLinked,
+    TaskEventType,
     TaskRecord,
 )
 from tests.ledger.conftest import PROJECT, populate
@@ -125,6 +128,11 @@ def test_project_line_templates_are_the_sealed_records(
 
 def _fields(type_: type[Any]) -> set[str]:
     return {f.encode_name for f in msgspec.structs.fields(type_)}
+
+
+def test_task_event_type_names_every_task_event_and_nothing_else() -> None:
+    tags = {t.__struct_config__.tag for t in TASK_EVENT_TYPES}
+    assert set(typing.get_args(TaskEventType)) == tags
 
 
 def test_line_types_have_the_members_of_the_records() -> None:

@@ -16,6 +16,7 @@ from ledger.errors import (
     InvalidEvent,
     InvalidLedgerId,
     LedgerDamaged,
+    LedgerError,
     LedgerLocked,
     PointerMismatch,
     TaskAlreadyClosed,
@@ -373,3 +374,15 @@ async def test_durable_appends_from_many_producers_are_flushed_in_order(tmp_path
     linked = [e for r in records(ProjectPaths.of(tmp_path, PROJECT).events, ProjectRecord)
               for e in getattr(r.body, "events", [])]  # fmt: skip
     assert len(linked) == 500
+
+
+async def test_a_task_whose_chain_cannot_be_read_is_refused_and_the_writer_goes_on(
+    tmp_path: Path,
+) -> None:
+    async with open_ledger(tmp_path, PROJECT, create=True, mode="buffered") as ledger:
+        ledger.paths.tasks.mkdir(exist_ok=True)
+        ledger.paths.task_dir("BAD").write_text("a file where the task's directory should be\n")
+        with pytest.raises(LedgerError, match=r"tasks/BAD/events\.jsonl: cannot read"):
+            await ledger.append_task_event("BAD", attempt(0, 0))
+        await ledger.append_task_event("T", attempt(0, 0))
+    assert ProjectPaths.of(tmp_path, PROJECT).task_events("T").exists()
