@@ -130,8 +130,12 @@ class CommitProcess:
         self.events_path = Path(config["events"])
         self.tasks_dir = Path(config["tasks"])
         self.checkpoint_bytes: int = config["checkpoint_bytes"]
+        created = not self.journal_path.exists()
         self.journal_fd = self._open_journal()
         self.journal_size = os.fstat(self.journal_fd).st_size
+        if created:  # its name must be found after a crash before it acknowledges anything
+            with naming(self.dir):
+                fsync_dir(self.dir)
         with naming(self.events_path):
             self.project_fd = os.open(self.events_path, os.O_WRONLY | os.O_APPEND)
         self.buffer = bytearray()

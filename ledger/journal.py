@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .store import ProjectPaths
+from .store import ProjectPaths, fsync_dir
 
 CHECKPOINT_BYTES = 16 * 1024 * 1024
 
@@ -41,6 +41,7 @@ def empty_journals(paths: ProjectPaths) -> None:
     finally:
         os.close(fd)
     paths.old_journal.unlink(missing_ok=True)
+    fsync_dir(paths.dir)
 
 
 def pending(paths: ProjectPaths) -> bool:
