@@ -26,12 +26,6 @@ from .store import ProjectPaths, fsync_dir
 CHECKPOINT_BYTES = 16 * 1024 * 1024
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 def empty_journals(paths: ProjectPaths) -> None:
     """After recovery: every chain file holds the journals' lines, durably; empty them."""
     fd = os.open(paths.journal, os.O_WRONLY | os.O_CREAT, 0o644)
@@ -54,6 +48,3 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except FileNotFoundError:
         return 0
-
-
-write_all = _write_all

@@ -35,9 +35,8 @@ from protocol.ledger_events import (
 
 from .canonical import sha256_hex
 from .chain import ChainReader
-from .commit_process import COMMIT
+from .commit_process import COMMIT, write_all
 from .errors import ChainBroken, LedgerDamaged
-from .journal import write_all
 from .state import TaskState
 from .store import ProjectPaths, fsync_dir, naming, read_tail
 from .verify import Head
@@ -235,7 +234,7 @@ def _write_durably(path: Path, data: bytes, flags: int) -> None:
     fd = os.open(path, os.O_WRONLY | flags, 0o644)
     try:
         with naming(path):
-            write_all(fd, data)
+            write_all(fd, [data])
             os.fsync(fd)
     except OSError:
         if flags & os.O_EXCL:  # a quarantine file of ours, half written: not left behind
