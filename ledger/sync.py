@@ -121,8 +121,8 @@ class WorkflowLogger:
         write_task_log(self.paths, task_id)
         return appended
 
-    def verify(self, expect_heads: Sequence[Head] = ()) -> VerifyReport:
-        return verify_project(self.paths, expect_heads=tuple(expect_heads))
+    def verify(self, expect_heads: Sequence[Head] = (), *, jobs: int = 1) -> VerifyReport:
+        return verify_project(self.paths, expect_heads=tuple(expect_heads), jobs=jobs)
 
     def verify_task_chain(self, task_id: str) -> VerifyReport:
         """Verify one task's chain and its links; raise `ChainBroken` on the first problem."""

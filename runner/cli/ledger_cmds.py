@@ -18,7 +18,7 @@ from ledger import Head, LedgerError, ProjectPaths, VerifyReport
 from ledger.chain import ChainReader
 from ledger.store import read_manifest, read_tail
 from ledger.sync import WorkflowLogger
-from ledger.verify import read_head, verify_project
+from ledger.verify import PARALLEL_BYTES, available_cpus, read_head, verify_project
 from protocol.ledger_events import AttemptUsage, FinalStatus, TaskRecord
 
 EXIT_DAMAGED = 1
@@ -169,17 +169,26 @@ def close(c: _Ctx, task_id: str, final_status: str, summary: str) -> None:
     help="A project head saved earlier (`runner ledger head`); fails if the chain was cut "
     "back or rewritten before it. Repeatable.",
 )
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    help="Processes that check the task chains (default: one per CPU; task chains under "
+    f"{PARALLEL_BYTES >> 20} MiB in all are checked in one).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @pass_ctx
-def verify(c: _Ctx, task_id: str | None, expect_heads: tuple[str, ...], as_json: bool) -> None:
+def verify(
+    c: _Ctx, task_id: str | None, expect_heads: tuple[str, ...], jobs: int | None, as_json: bool
+) -> None:
     """Check every chain, hash and link; exit 1 with file:line: reason for each problem."""
     log = c.logger()
     heads = tuple(Head.parse(h) for h in expect_heads)
+    jobs = jobs or available_cpus()
     if task_id is not None:
         log.paths.task_dir(task_id)
         report = verify_project(log.paths, expect_heads=heads, task_ids=(task_id,))
     else:
-        report = log.verify(heads)
+        report = log.verify(heads, jobs=jobs)
     _print_report(report, as_json)
     if not report.ok:
         raise SystemExit(EXIT_DAMAGED)

@@ -7,9 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import anyio
 import pytest
 from click.testing import CliRunner, Result
 
+from ledger import open_ledger
+from ledger.verify import PARALLEL_BYTES
+from protocol import Verdict
+from protocol.ledger_events import Attempt
 from runner.cli import main
 
 
@@ -70,6 +75,7 @@ def test_the_original_workflow(tmp_path: Path) -> None:
           "--reason-code", "X"], "invalid task id"),
         (["close", "--task-id", "T", "--final-status", "done"], "Invalid value"),
         (["verify", "--expect-head", "12"], "expected SEQ:HASH"),
+        (["verify", "--jobs", "0"], "Invalid value for '--jobs'"),
         (["show", "--task-id", "NOPE"], "has no events"),
     ],
 )  # fmt: skip
@@ -104,6 +110,36 @@ def test_damage_exits_1_with_file_and_line(tmp_path: Path) -> None:
     )
     assert result.exit_code == 1
     assert f"damage: {path}:1: event_hash does not match" in result.output
+
+
+def test_verify_with_worker_processes_finds_damage_in_a_real_process(tmp_path: Path) -> None:
+    # Task chains past PARALLEL_BYTES, so that `--jobs 2` starts workers (spawned from
+    # `python -m runner`), and a changed line deep in the second one.
+    async def fill() -> None:
+        async with open_ledger(tmp_path, "ford", create=True, mode="buffered") as log:
+
+            async def one(task_id: str) -> None:
+                for s in range(PARALLEL_BYTES // 2 // 900):
+                    body = Attempt(r=0, s=s, result=Verdict.FAIL, reason_code="TESTS_FAILED",
+                                   code_content="x = 1\n" * 120)  # fmt: skip
+                    await log.append_task_event(task_id, body)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(one, "T-1")
+                tg.start_soon(one, "T-2")
+
+    anyio.run(fill)
+    cmd = [sys.executable, "-m", "runner", "ledger", "--root-dir", str(tmp_path),
+           "--project-id", "ford", "verify", "--jobs", "2"]  # fmt: skip
+    ok = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert ok.returncode == 0 and ok.stdout.startswith("ok: project ford:"), ok.stderr
+    path = tmp_path / "ford" / "tasks" / "T-2" / "events.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[9000] = lines[9000].replace(b'"s":9000', b'"s":9001', 1)
+    path.write_bytes(b"".join(lines))
+    damaged = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert damaged.returncode == 1
+    assert f"damage: {path}:9001: event_hash does not match" in damaged.stderr
 
 
 def test_locked_project_exits_3_in_a_real_process(tmp_path: Path) -> None:

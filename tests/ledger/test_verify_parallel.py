@@ -1,0 +1,153 @@
+"""Verify with worker processes: the same report as in one process, damage or not."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from concurrent.futures import wait
+from pathlib import Path
+
+import msgspec
+import pytest
+
+import ledger.verify
+from ledger.journal import pending
+from ledger.store import ProjectPaths
+from ledger.verify import _check_task, _TaskChecked, _TaskChecks, verify_project
+from protocol.ledger_events import MAX_SAFE_INT, TaskRecord
+from tests.ledger.conftest import attempt, crash_image, populate
+from tests.ledger.test_verify import read_lines, rechain, write_lines
+
+
+@pytest.fixture(autouse=True)
+def always_parallel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fixtures' ledgers are small: use the workers anyway."""
+    monkeypatch.setattr(ledger.verify, "PARALLEL_BYTES", 0)
+
+
+@pytest.fixture
+def checked_here(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The task chains checked in this process (the workers import their own module)."""
+    names: list[str] = []
+    check = ledger.verify._check_task
+
+    def counting(paths: ProjectPaths, chain_id: str, task_id: str, *rest: object) -> object:
+        names.append(task_id)
+        return check(paths, chain_id, task_id, *rest)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ledger.verify, "_check_task", counting)
+    return names
+
+
+def flip_task_byte(project: ProjectPaths, tmp_path: Path) -> ProjectPaths:
+    path = project.task_events("T-1")
+    lines = read_lines(path)
+    lines[2] = lines[2].replace(b'"r":1', b'"r":2', 1)
+    write_lines(path, lines)
+    return project
+
+
+def rehash_task_alone(project: ProjectPaths, tmp_path: Path) -> ProjectPaths:
+    path = project.task_events("T-0")
+    lines = read_lines(path)
+    lines[2] = lines[2].replace(b'"worker_backend":"mock"', b'"worker_backend":"evil"')
+    write_lines(path, rechain(lines, TaskRecord))
+    return project
+
+
+def break_project_chain(project: ProjectPaths, tmp_path: Path) -> ProjectPaths:
+    lines = read_lines(project.events)
+    lines[1] = lines[1].replace(b'"campaign_id":"c1"', b'"campaign_id":"c9"')
+    write_lines(project.events, lines)
+    return project
+
+
+def odd_task_dirs(project: ProjectPaths, tmp_path: Path) -> ProjectPaths:
+    (project.tasks / "bad name").mkdir()
+    project.task_events("T-2").rename(project.tasks / "T-2" / "moved.jsonl")
+    return project
+
+
+def unlinked_end_after_a_crash(project: ProjectPaths, tmp_path: Path) -> ProjectPaths:
+    image = crash_image(project.root, tmp_path / "image", [("T-1", attempt(2, 0))])
+    # The kill landed after the task line, before the line that links it.
+    write_lines(image.events, read_lines(image.events)[:-1])
+    return image
+
+
+def untouched(project: ProjectPaths, tmp_path: Path) -> ProjectPaths:
+    return project
+
+
+NAMES = ["T-0", "T-1", "T-2"]
+DAMAGE: list[Callable[[ProjectPaths, Path], ProjectPaths]] = [
+    untouched,
+    flip_task_byte,
+    rehash_task_alone,
+    break_project_chain,
+    odd_task_dirs,
+    unlinked_end_after_a_crash,
+]
+
+
+@pytest.mark.parametrize("damage", DAMAGE, ids=lambda f: f.__name__)
+def test_workers_report_what_one_process_reports(
+    project: ProjectPaths, tmp_path: Path, damage: Callable[[ProjectPaths, Path], ProjectPaths]
+) -> None:
+    paths = damage(project, tmp_path)
+    alone = verify_project(paths)
+    shared = verify_project(paths, jobs=2)
+    assert msgspec.json.encode(shared) == msgspec.json.encode(alone)
+    assert alone.ok == (damage in (untouched, unlinked_end_after_a_crash)), alone
+
+
+def checks_by_workers(paths: ProjectPaths) -> list[_TaskChecked]:
+    """Every chain's check, as `verify_project` takes them once the workers have finished."""
+    names = paths.task_ids()
+    head = json.loads(paths.events.read_bytes().splitlines()[-1])["seq"]
+    with _TaskChecks(paths, "proj", names, pending(paths), jobs=2) as checks:
+        wait([future for _, future in checks.chunks])
+        checks.take_share(head)  # nothing left to take
+        return [checks.result(name, head) for name in names]
+
+
+def test_workers_check_every_chain_of_a_clean_ledger(
+    project: ProjectPaths, checked_here: list[str]
+) -> None:
+    got = checks_by_workers(project)
+    assert checked_here == []
+    assert got == [_check_task(project, "proj", name, MAX_SAFE_INT, False) for name in NAMES]
+
+
+def test_a_chain_whose_end_the_project_chain_does_not_link_is_checked_again_here(
+    project: ProjectPaths, tmp_path: Path, checked_here: list[str]
+) -> None:
+    image = unlinked_end_after_a_crash(project, tmp_path)
+    checks_by_workers(image)
+    # The workers checked T-1 as if every event were linked; only the head says otherwise.
+    assert checked_here == ["T-1"]
+
+
+def test_this_process_takes_the_chunks_no_worker_has_started(
+    tmp_path: Path, checked_here: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ledger.verify, "CHUNK_BYTES", 0)  # a chunk per chain
+    paths = populate(tmp_path, tasks=8)
+    names = paths.task_ids()
+    with _TaskChecks(paths, "proj", names, False, jobs=2) as checks:
+        # One worker, still starting (about 0.15 s): it holds at most two chunks (the
+        # executor queues one ahead), so this process takes the last ones, or all.
+        checks.take_share(MAX_SAFE_INT)
+        taken = list(checked_here)
+        got = [checks.result(name, MAX_SAFE_INT) for name in names]
+    assert len(taken) >= 6 and taken == names[::-1][: len(taken)]
+    checked_here.clear()
+    assert got == [_check_task(paths, "proj", name, MAX_SAFE_INT, False) for name in names]
+
+
+def test_small_ledgers_are_checked_in_one_process(
+    project: ProjectPaths, checked_here: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ledger.verify, "PARALLEL_BYTES", 1 << 20)
+    assert verify_project(project, jobs=2).ok
+    assert checked_here == ["T-0", "T-1", "T-2"]
