@@ -1,11 +1,10 @@
 """`task_log.md`: a task's chain rendered for people. Derived from the chain, never read back,
-rebuilt whole whenever it is written (so it cannot drift from the events)."""
+rebuilt whole whenever it is written (so it cannot drift from the events), and never from a
+chain that does not check out."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-
-import msgspec
 
 from protocol.ledger_events import (
     Attempt,
@@ -18,7 +17,8 @@ from protocol.ledger_events import (
     TaskRecord,
 )
 
-from .store import ProjectPaths, write_file_atomic
+from .chain import ChainReader
+from .store import ProjectPaths, read_manifest, write_file_atomic
 
 
 def _fence(text: str) -> list[str]:
@@ -71,14 +71,19 @@ def _event_lines(record: TaskRecord) -> list[str]:
 
 
 def task_records(paths: ProjectPaths, task_id: str) -> Iterator[TaskRecord]:
-    decoder = msgspec.json.Decoder(TaskRecord)
+    """A task chain's records, each checked as verify checks it line by line (its links to
+    the project chain aside): a log must not show a changed event as recorded. Raises
+    `ChainBroken` naming the file and line; a torn last line (never acknowledged) is left
+    out."""
     path = paths.task_events(task_id)
     if not path.exists():
         return
+    identity = {"project_id": read_manifest(paths).chain_project_id, "task_id": task_id}
+    reader = ChainReader(path, TaskRecord, identity)
     with path.open("rb") as f:
         for line in f:
             if line.endswith(b"\n"):
-                yield decoder.decode(line)
+                yield reader.check(line)
 
 
 def render_task_log(paths: ProjectPaths, task_id: str) -> str:

@@ -13,6 +13,7 @@ from typing import TypeVar
 
 import anyio
 
+from protocol import is_safe_id
 from protocol.ledger_events import Attempt, AttemptUsage, FinalStatus, ProjectRecord, TaskClosed
 
 from .archive import export_project, import_project
@@ -110,25 +111,21 @@ class WorkflowLogger:
         return self._run(lambda ledger: ledger.append_task_event(task_id, body))
 
     def close_task(self, task_id: str, final_status: str, summary: str = "") -> Appended:
-        """Write the task's final record, then its task_log.md."""
+        """Write the task's final record (the ledger then writes its task_log.md)."""
         try:
             status = FinalStatus(final_status)
         except ValueError:
             allowed = ", ".join(s.value for s in FinalStatus)
             raise LedgerError(f"invalid final status {final_status!r}: one of {allowed}") from None
         body = TaskClosed(final_status=status, summary=summary)
-        appended = self._append(task_id, body)
-        write_task_log(self.paths, task_id)
-        return appended
+        return self._append(task_id, body)
 
     def verify(self, expect_heads: Sequence[Head] = (), *, jobs: int = 1) -> VerifyReport:
         return verify_project(self.paths, expect_heads=tuple(expect_heads), jobs=jobs)
 
     def verify_task_chain(self, task_id: str) -> VerifyReport:
         """Verify one task's chain and its links; raise `ChainBroken` on the first problem."""
-        self.paths.task_dir(task_id)  # validates the id
-        if not self.paths.task_events(task_id).exists():
-            raise LedgerError(f"task {task_id!r} has no events in project {self.paths.project_id}")
+        self._has_events(task_id)
         report = verify_project(self.paths, task_ids=(task_id,))
         if report.problems:
             p = report.problems[0]
@@ -140,8 +137,26 @@ class WorkflowLogger:
         return _tail_head(self.paths)
 
     def task_log(self, task_id: str) -> str:
-        self.paths.task_dir(task_id)
+        self._has_events(task_id)
         return render_task_log(self.paths, task_id)
+
+    def write_task_logs(self, task_id: str | None = None) -> list[str]:
+        """Rewrite `task_log.md` from the chain, of one task or of every task; returns the
+        tasks written. The writer renders a task's log when it closes the task: this rebuilds
+        them (after a crash, or for tasks still open)."""
+        if task_id is not None:
+            self._has_events(task_id)
+            tasks = [task_id]
+        else:
+            tasks = [t for t in self.paths.task_ids() if is_safe_id(t)]
+            tasks = [t for t in tasks if self.paths.task_events(t).exists()]
+        for name in tasks:
+            write_task_log(self.paths, name)
+        return tasks
+
+    def _has_events(self, task_id: str) -> None:
+        if not self.paths.task_events(task_id).exists():  # validates the id
+            raise LedgerError(f"task {task_id!r} has no events in project {self.paths.project_id}")
 
     def export_project(self, archive_path: str | Path) -> Path:
         return self._run(lambda ledger: export_project(ledger, Path(archive_path)))

@@ -60,6 +60,7 @@ from .errors import (
 from .journal import empty_journals, pending
 from .lock import WriterLock
 from .recovery import project_head, recover, task_tail
+from .render import write_task_log
 from .state import TaskState, advance
 from .store import (
     ProjectManifest,
@@ -119,13 +120,14 @@ class _Batch:
     """Requests taken together, and what their producers wait on: one future each on
     asyncio (made straight from the loop), an `anyio.Event` elsewhere."""
 
-    __slots__ = ("event", "head", "number", "requests", "tasks", "waiters")
+    __slots__ = ("closes", "event", "head", "number", "requests", "tasks", "waiters")
 
     def __init__(self, requests: list[_Request]) -> None:
         self.requests = requests
         self.waiters: list[asyncio.Future[None]] = []
         self.event: anyio.Event | None = None
         self.tasks: dict[str, TaskState] = {}
+        self.closes: list[str] = []  # tasks this batch closes
         self.head: Head | None = None
         self.number = 0
 
@@ -204,6 +206,7 @@ class Ledger:
         self._jobs = 0  # jobs submitted; a batch's number is its job's
         self._waiting: deque[_Batch] = deque()
         self._last_job = -1  # the close's checkpoint job, once submitted
+        self._closed_tasks: list[str] = []  # committed closes: their task_log.md to write
 
     # --- producers ---------------------------------------------------------------------------
 
@@ -350,6 +353,8 @@ class Ledger:
                 staged[task_id] = TaskState(
                     task_seq, task_hash, after.pointer, after.attempt_open, after.closed
                 )
+                if after.closed:
+                    batch.closes.append(task_id)
                 lines = task_lines.get(task_id)
                 if lines is None:
                     task_lines[task_id] = [task_line]
@@ -442,6 +447,7 @@ class Ledger:
         if (error is None or committed) and batch.head is not None:
             self._tasks.update(batch.tasks)
             self._head = batch.head
+            self._closed_tasks += batch.closes
         if error is None:
             for request in batch.requests:
                 if request.body is None and request.error is None:  # a flush
@@ -467,6 +473,27 @@ class Ledger:
             self._complete(batch, closed)
         self._waiting.clear()
         self._queued.clear()
+
+    async def _write_task_logs(self) -> None:
+        """Render `task_log.md` of every task closed by this writer, once the final
+        checkpoint has brought the chain files up to date (not after a failure: the files may
+        lack lines, and the next writer's recovery completes them; `runner ledger render`
+        rebuilds the logs). The logs are derived: failing to write one is a warning."""
+        tasks, self._closed_tasks = sorted(set(self._closed_tasks)), []
+        if not tasks or self._committer is None:
+            return
+        if self._committer.progress().error is not None:
+            return
+
+        def write() -> None:
+            for task_id in tasks:
+                try:
+                    write_task_log(self.paths, task_id)
+                except (OSError, LedgerError) as exc:  # a full disk; a chain changed meanwhile
+                    log.warning("ledger.task_log_failed", project_id=self.paths.project_id,
+                                task_id=task_id, error=str(exc))  # fmt: skip
+
+        await anyio.to_thread.run_sync(write)
 
 
 def _set(event: anyio.Event | None) -> None:
@@ -568,6 +595,7 @@ async def _running(ledger: Ledger) -> AsyncIterator[None]:
     finally:
         with anyio.CancelScope(shield=True):
             await ledger._shut_down()
+            await ledger._write_task_logs()
     _, failed_at, _, error = ledger._committer.progress()
     if error is not None and failed_at == ledger._last_job:
         # Every acknowledged event is in the journal: the next writer redoes it. The appends

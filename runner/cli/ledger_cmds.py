@@ -14,7 +14,7 @@ from typing import Any
 import click
 import msgspec
 
-from ledger import Head, LedgerError, ProjectPaths, VerifyReport
+from ledger import Head, ProjectPaths, VerifyReport
 from ledger.chain import ChainReader
 from ledger.store import read_manifest, read_tail
 from ledger.sync import WorkflowLogger
@@ -244,8 +244,6 @@ def show(c: _Ctx, task_id: str | None) -> None:
     """Print a task's log (Markdown, rendered from its chain), or list the project's tasks."""
     log = c.logger()
     if task_id is not None:
-        if not log.paths.task_events(task_id).exists():
-            raise LedgerError(f"task {task_id!r} has no events in project {c.project_id}")
         click.echo(log.task_log(task_id))
         return
     manifest = read_manifest(log.paths)
@@ -254,6 +252,17 @@ def show(c: _Ctx, task_id: str | None) -> None:
     for tid in log.paths.task_ids():
         state = _task_state(log.paths, manifest.chain_project_id, tid)
         click.echo(f"  {tid}: {state}")
+
+
+@ledger.command()
+@click.option("--task-id", help="Only this task (default: every task).")
+@pass_ctx
+def render(c: _Ctx, task_id: str | None) -> None:
+    """Rewrite task_log.md from the chain (written when a task closes; this rebuilds it)."""
+    log = c.logger()
+    written = log.write_task_logs(task_id)
+    for name in written:
+        click.echo(str(log.paths.task_log(name)))
 
 
 def _task_state(paths: ProjectPaths, chain_id: str, task_id: str) -> str:

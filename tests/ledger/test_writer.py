@@ -386,3 +386,19 @@ async def test_a_task_whose_chain_cannot_be_read_is_refused_and_the_writer_goes_
             await ledger.append_task_event("BAD", attempt(0, 0))
         await ledger.append_task_event("T", attempt(0, 0))
     assert ProjectPaths.of(tmp_path, PROJECT).task_events("T").exists()
+
+
+async def test_the_writer_renders_the_log_of_each_task_it_closed_when_it_closes(
+    tmp_path: Path,
+) -> None:
+    paths = ProjectPaths.of(tmp_path, PROJECT)
+    async with open_ledger(tmp_path, PROJECT, create=True, mode="durable") as ledger:
+        for task_id in ("T-open", "T-done"):
+            await ledger.append_task_event(task_id, attempt(0, 0, code_content="x = 1\n"))
+        await ledger.append_task_event(
+            "T-done", TaskClosed(final_status=FinalStatus.ACCEPTED, summary="merged")
+        )
+        assert not paths.task_log("T-done").exists()  # the chain file may still lag
+    log = paths.task_log("T-done").read_text()
+    assert "final status: accepted" in log and "x = 1" in log
+    assert not paths.task_log("T-open").exists()

@@ -54,6 +54,11 @@ def test_the_original_workflow(tmp_path: Path) -> None:
     heads = json.loads(head.output)
     assert set(heads["tasks"]) == {"T-013"}
     assert ledger(tmp_path, "verify", "--expect-head", heads["project"]).exit_code == 0
+    task_log = tmp_path / "ford" / "tasks" / "T-013" / "task_log.md"
+    task_log.unlink()
+    rendered = ledger(tmp_path, "render")
+    assert rendered.exit_code == 0 and rendered.output == f"{task_log}\n"
+    assert "final status: accepted" in task_log.read_text()
     shown = ledger(tmp_path, "show", "--task-id", "T-013").output
     assert "final status: accepted" in shown and "def handler()" in shown
     archive = tmp_path / "ford-ai-flow.zip"
@@ -77,6 +82,8 @@ def test_the_original_workflow(tmp_path: Path) -> None:
         (["verify", "--expect-head", "12"], "expected SEQ:HASH"),
         (["verify", "--jobs", "0"], "Invalid value for '--jobs'"),
         (["show", "--task-id", "NOPE"], "has no events"),
+        (["render", "--task-id", "NOPE"], "has no events"),
+        (["render", "--task-id", "../x"], "invalid task id"),
     ],
 )  # fmt: skip
 def test_bad_input_exits_2_with_a_clear_message(
@@ -110,6 +117,13 @@ def test_damage_exits_1_with_file_and_line(tmp_path: Path) -> None:
     )
     assert result.exit_code == 1
     assert f"damage: {path}:1: event_hash does not match" in result.output
+    # Nor is a changed event shown or rendered as recorded.
+    for command in (["show", "--task-id", "T-013"], ["render"]):
+        result = CliRunner().invoke(
+            main, ["ledger", "--root-dir", str(tmp_path), "--project-id", "ford", *command]
+        )
+        assert result.exit_code == 1
+        assert f"{path}:1: event_hash does not match" in result.output
 
 
 def test_verify_with_worker_processes_finds_damage_in_a_real_process(tmp_path: Path) -> None:
