@@ -17,6 +17,7 @@ the root.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import shutil
@@ -104,10 +105,11 @@ def _sha256_file(path: Path) -> tuple[int, str]:
     return size, h.hexdigest()
 
 
-def write_archive(paths: ProjectPaths, head: Head, archive: Path) -> Path:
-    """Write the archive of a project whose writer lock the caller holds."""
+def write_archive(paths: ProjectPaths, head: Head, archive: Path, *, jobs: int = 1) -> Path:
+    """Write the archive of a project whose writer lock the caller holds (verifying it first,
+    with `jobs` processes: see `verify_project`)."""
     kind = _kind_of(archive)
-    report = verify_project(paths, expect_heads=(head,))
+    report = verify_project(paths, expect_heads=(head,), jobs=jobs)
     if not report.ok:
         raise LedgerError(f"refusing to export a damaged ledger: {report.problems[0]}")
     for task_id in paths.task_ids():
@@ -159,10 +161,12 @@ class _BytesReader:
         return out
 
 
-async def export_project(ledger: Ledger, archive: Path) -> Path:
+async def export_project(ledger: Ledger, archive: Path, *, jobs: int = 1) -> Path:
     """Export the project of an open ledger (its lock keeps writers out meanwhile)."""
     await ledger.flush()
-    return await anyio.to_thread.run_sync(write_archive, ledger.paths, ledger.head, archive)
+    return await anyio.to_thread.run_sync(
+        functools.partial(write_archive, ledger.paths, ledger.head, archive, jobs=jobs)
+    )
 
 
 # --- import ---------------------------------------------------------------------------------
@@ -311,9 +315,11 @@ def import_project(
     project_id: str | None = None,
     *,
     max_unpacked_bytes: int = MAX_UNPACKED_BYTES,
+    jobs: int = 1,
 ) -> Head:
-    """Import `archive` under `root` (as `project_id`, default the archive's); returns the new
-    project chain head (its `project_imported` event)."""
+    """Import `archive` under `root` (as `project_id`, default the archive's), verifying it
+    with `jobs` processes (see `verify_project`); returns the new project chain head (its
+    `project_imported` event)."""
     if not archive.is_file():
         raise LedgerError(f"{archive}: no such archive")
     if project_id is not None:
@@ -322,7 +328,7 @@ def import_project(
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".import-", dir=root))
     try:
-        head = _import_into(root, staging, archive, project_id, max_unpacked_bytes)
+        head = _import_into(root, staging, archive, project_id, max_unpacked_bytes, jobs)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         if created_root:
@@ -334,7 +340,7 @@ def import_project(
 
 
 def _import_into(
-    root: Path, staging: Path, archive: Path, project_id: str | None, max_unpacked: int
+    root: Path, staging: Path, archive: Path, project_id: str | None, max_unpacked: int, jobs: int
 ) -> Head:
     unpacked = staging / "unpacked"
     unpacked.mkdir()
@@ -357,7 +363,7 @@ def _import_into(
     ):
         raise UnsafeArchive(archive, "project manifest and archive manifest disagree")
     write_file_atomic(paths.manifest, _pretty(msgspec.structs.replace(source, project_id=target)))
-    report = verify_project(paths, expect_heads=(manifest.head,))
+    report = verify_project(paths, expect_heads=(manifest.head,), jobs=jobs)
     if not report.ok or report.project_head != manifest.head:
         first = "head differs from the manifest"
         if report.problems:

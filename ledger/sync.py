@@ -158,14 +158,18 @@ class WorkflowLogger:
         if not self.paths.task_events(task_id).exists():  # validates the id
             raise LedgerError(f"task {task_id!r} has no events in project {self.paths.project_id}")
 
-    def export_project(self, archive_path: str | Path) -> Path:
-        return self._run(lambda ledger: export_project(ledger, Path(archive_path)))
+    def export_project(self, archive_path: str | Path, *, jobs: int = 1) -> Path:
+        return self._run(lambda ledger: export_project(ledger, Path(archive_path), jobs=jobs))
 
     @staticmethod
     def import_project(
-        root_dir: str | Path, archive_path: str | Path, project_id: str | None = None
+        root_dir: str | Path,
+        archive_path: str | Path,
+        project_id: str | None = None,
+        *,
+        jobs: int = 1,
     ) -> Head:
-        return import_project(Path(root_dir), Path(archive_path), project_id)
+        return import_project(Path(root_dir), Path(archive_path), project_id, jobs=jobs)
 
 
 def _tail_head(paths: ProjectPaths) -> Head:

@@ -23,6 +23,15 @@ from protocol.ledger_events import AttemptUsage, FinalStatus, TaskRecord
 
 EXIT_DAMAGED = 1
 
+jobs_option = click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=available_cpus,
+    show_default="one per CPU",
+    help="Processes that verify the task chains (task chains under "
+    f"{PARALLEL_BYTES >> 20} MiB in all are verified in one).",
+)
+
 
 class _Ctx:
     def __init__(self, root: Path, project_id: str | None, mode: str, lock_timeout: float):
@@ -169,21 +178,15 @@ def close(c: _Ctx, task_id: str, final_status: str, summary: str) -> None:
     help="A project head saved earlier (`runner ledger head`); fails if the chain was cut "
     "back or rewritten before it. Repeatable.",
 )
-@click.option(
-    "--jobs",
-    type=click.IntRange(min=1),
-    help="Processes that check the task chains (default: one per CPU; task chains under "
-    f"{PARALLEL_BYTES >> 20} MiB in all are checked in one).",
-)
+@jobs_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @pass_ctx
 def verify(
-    c: _Ctx, task_id: str | None, expect_heads: tuple[str, ...], jobs: int | None, as_json: bool
+    c: _Ctx, task_id: str | None, expect_heads: tuple[str, ...], jobs: int, as_json: bool
 ) -> None:
     """Check every chain, hash and link; exit 1 with file:line: reason for each problem."""
     log = c.logger()
     heads = tuple(Head.parse(h) for h in expect_heads)
-    jobs = jobs or available_cpus()
     if task_id is not None:
         log.paths.task_dir(task_id)
         report = verify_project(log.paths, expect_heads=heads, task_ids=(task_id,))
@@ -276,19 +279,21 @@ def _task_state(paths: ProjectPaths, chain_id: str, task_id: str) -> str:
 
 @ledger.command()
 @click.option("--archive", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@jobs_option
 @pass_ctx
-def export(c: _Ctx, archive: Path) -> None:
+def export(c: _Ctx, archive: Path, jobs: int) -> None:
     """Export the project (.zip, .tar, .tar.gz) with a manifest of every file's SHA-256."""
-    path = c.logger().export_project(archive)
+    path = c.logger().export_project(archive, jobs=jobs)
     click.echo(f"exported {c.project_id} to {path}")
 
 
 @ledger.command(name="import")
 @click.option("--archive", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--target-project-id", help="Import under this id (default: the archive's).")
+@jobs_option
 @pass_ctx
-def import_(c: _Ctx, archive: Path, target_project_id: str | None) -> None:
+def import_(c: _Ctx, archive: Path, target_project_id: str | None, jobs: int) -> None:
     """Import an archive: every file checked, every chain verified, then moved into place."""
     target = target_project_id or c.project_id
-    got = WorkflowLogger.import_project(c.root, archive, target)
+    got = WorkflowLogger.import_project(c.root, archive, target, jobs=jobs)
     click.echo(f"imported {archive} into {c.root}; head {got}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from concurrent.futures import wait
 from pathlib import Path
@@ -11,11 +12,15 @@ import msgspec
 import pytest
 
 import ledger.verify
+from ledger.archive import import_project
+from ledger.errors import LedgerError, UnsafeArchive
 from ledger.journal import pending
 from ledger.store import ProjectPaths
+from ledger.sync import WorkflowLogger
 from ledger.verify import _check_task, _TaskChecked, _TaskChecks, verify_project
 from protocol.ledger_events import MAX_SAFE_INT, TaskRecord
-from tests.ledger.conftest import attempt, crash_image, populate
+from tests.ledger.conftest import PROJECT, attempt, crash_image, listing, populate
+from tests.ledger.test_archive import hostile_zips
 from tests.ledger.test_verify import read_lines, rechain, write_lines
 
 
@@ -151,3 +156,24 @@ def test_small_ledgers_are_checked_in_one_process(
     monkeypatch.setattr(ledger.verify, "PARALLEL_BYTES", 1 << 20)
     assert verify_project(project, jobs=2).ok
     assert checked_here == ["T-0", "T-1", "T-2"]
+
+
+def test_export_and_import_verify_with_workers_and_refuse_damage(
+    project: ProjectPaths, tmp_path: Path
+) -> None:
+    archive = WorkflowLogger(project.root, PROJECT).export_project(tmp_path / "p.zip", jobs=2)
+    root = tmp_path / "imported"
+    head = WorkflowLogger.import_project(root, archive, "copy", jobs=2)
+    assert verify_project(ProjectPaths.of(root, "copy"), jobs=2).project_head == head
+    # A forger's archive: a changed task line with a manifest that tells the truth about it.
+    edited = hostile_zips(archive)["edited-chain"](tmp_path / "edited.zip")
+    before = listing(root)
+    reason = re.escape("T-0/events.jsonl:1: event_hash does not match")
+    with pytest.raises(UnsafeArchive, match=reason):
+        import_project(root, edited, "forged", jobs=2)
+    assert listing(root) == before
+    path = project.task_events("T-1")
+    path.write_bytes(path.read_bytes().replace(b'"result":"PASS"', b'"result":"FAIL"', 1))
+    with pytest.raises(LedgerError, match="damaged"):
+        WorkflowLogger(project.root, PROJECT).export_project(tmp_path / "d.zip", jobs=2)
+    assert not (tmp_path / "d.zip").exists()
