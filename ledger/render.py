@@ -17,7 +17,8 @@ from protocol.ledger_events import (
     TaskRecord,
 )
 
-from .chain import ChainReader
+from .envelopes import TaskLine
+from .scan import ChainScanner, blocks
 from .store import ProjectPaths, read_manifest, write_file_atomic
 
 
@@ -32,7 +33,7 @@ def _items(title: str, values: list[str]) -> list[str]:
     return [f"- {title}:", *(f"  - `{v}`" for v in values)] if values else []
 
 
-def _event_lines(record: TaskRecord) -> list[str]:
+def _event_lines(record: TaskLine) -> list[str]:
     body = record.body
     head = f"### {record.seq}. {type(body).__struct_config__.tag} ({record.ts})"
     out = [head, ""]
@@ -70,20 +71,20 @@ def _event_lines(record: TaskRecord) -> list[str]:
     return out
 
 
-def task_records(paths: ProjectPaths, task_id: str) -> Iterator[TaskRecord]:
-    """A task chain's records, each checked as verify checks it line by line (its links to
-    the project chain aside): a log must not show a changed event as recorded. Raises
-    `ChainBroken` naming the file and line; a torn last line (never acknowledged) is left
-    out."""
+def task_records(paths: ProjectPaths, task_id: str) -> Iterator[TaskLine]:
+    """A task chain's records, checked as verify checks them (its links to the project chain
+    aside): a log must not show a changed event as recorded. Raises `ChainBroken` naming the
+    file and line; a torn last line (never acknowledged) is left out."""
     path = paths.task_events(task_id)
-    if not path.exists():
-        return
     identity = {"project_id": read_manifest(paths).chain_project_id, "task_id": task_id}
-    reader = ChainReader(path, TaskRecord, identity)
-    with path.open("rb") as f:
-        for line in f:
-            if line.endswith(b"\n"):
-                yield reader.check(line)
+    scanner = ChainScanner(path, TaskRecord, TaskLine, identity)
+    for block, whole in blocks(path):
+        if not whole:
+            return
+        checked = scanner.check(block)
+        yield from checked.records
+        if checked.error is not None:
+            raise checked.error
 
 
 def render_task_log(paths: ProjectPaths, task_id: str) -> str:
