@@ -120,14 +120,13 @@ class _Batch:
     """Requests taken together, and what their producers wait on: one future each on
     asyncio (made straight from the loop), an `anyio.Event` elsewhere."""
 
-    __slots__ = ("closes", "event", "head", "number", "requests", "tasks", "waiters")
+    __slots__ = ("event", "head", "number", "requests", "tasks", "waiters")
 
     def __init__(self, requests: list[_Request]) -> None:
         self.requests = requests
         self.waiters: list[asyncio.Future[None]] = []
         self.event: anyio.Event | None = None
         self.tasks: dict[str, TaskState] = {}
-        self.closes: list[str] = []  # tasks this batch closes
         self.head: Head | None = None
         self.number = 0
 
@@ -206,7 +205,7 @@ class Ledger:
         self._jobs = 0  # jobs submitted; a batch's number is its job's
         self._waiting: deque[_Batch] = deque()
         self._last_job = -1  # the close's checkpoint job, once submitted
-        self._closed_tasks: list[str] = []  # committed closes: their task_log.md to write
+        self._written_tasks: set[str] = set()  # with committed events: task_log.md to render
 
     # --- producers ---------------------------------------------------------------------------
 
@@ -353,8 +352,6 @@ class Ledger:
                 staged[task_id] = TaskState(
                     task_seq, task_hash, after.pointer, after.attempt_open, after.closed
                 )
-                if after.closed:
-                    batch.closes.append(task_id)
                 lines = task_lines.get(task_id)
                 if lines is None:
                     task_lines[task_id] = [task_line]
@@ -447,7 +444,7 @@ class Ledger:
         if (error is None or committed) and batch.head is not None:
             self._tasks.update(batch.tasks)
             self._head = batch.head
-            self._closed_tasks += batch.closes
+            self._written_tasks.update(batch.tasks)
         if error is None:
             for request in batch.requests:
                 if request.body is None and request.error is None:  # a flush
@@ -475,11 +472,11 @@ class Ledger:
         self._queued.clear()
 
     async def _write_task_logs(self) -> None:
-        """Render `task_log.md` of every task closed by this writer, once the final
+        """Render `task_log.md` of every task this writer appended to, once the final
         checkpoint has brought the chain files up to date (not after a failure: the files may
         lack lines, and the next writer's recovery completes them; `runner ledger render`
         rebuilds the logs). The logs are derived: failing to write one is a warning."""
-        tasks, self._closed_tasks = sorted(set(self._closed_tasks)), []
+        tasks, self._written_tasks = sorted(self._written_tasks), set()
         if not tasks or self._committer is None:
             return
         if self._committer.progress().error is not None:
