@@ -36,7 +36,7 @@ import anyio
 import msgspec
 import structlog
 
-from ledger import ProjectPaths, open_ledger, verify_project
+from ledger import ProjectPaths, open_ledger, verify, verify_project
 from ledger.envelopes import ProjectLine, TaskLine
 from ledger.verify import available_cpus
 from protocol import Verdict
@@ -266,9 +266,12 @@ def _verify_rate(paths: ProjectPaths, task_events: int) -> None:
         times.append(time.process_time() - start)
         walls.append(time.perf_counter() - wall)
         if jobs > 1 and task_events:  # alternating, so that both see the same machine
+            # The workers whatever the size (verify_project starts them from PARALLEL_BYTES).
+            threshold, verify.PARALLEL_BYTES = verify.PARALLEL_BYTES, 0
             wall = time.perf_counter()
             shared = verify_project(paths, jobs=jobs)
             parallel.append(time.perf_counter() - wall)
+            verify.PARALLEL_BYTES = threshold
             assert shared == report, "the workers' report differs"
     assert report.ok, report.problems
     lines = report.events
@@ -283,7 +286,8 @@ def _verify_rate(paths: ProjectPaths, task_events: int) -> None:
         speedup = statistics.median(walls) / statistics.median(parallel)
         print(f"verify --jobs {jobs}: {_spread([task_events / t for t in parallel])} task "
               f"events/s wall clock, {speedup:.2f}x one process's wall clock "
-              f"({_spread([task_events / t for t in walls])}/s)")  # fmt: skip
+              f"({_spread([task_events / t for t in walls])}/s; workers used from "
+              f"{verify.PARALLEL_BYTES >> 20} MiB of task chains, here forced)")  # fmt: skip
     # The work no check of these lines can skip, in bulk (no Python per line): strict decode,
     # canonical encode, SHA-256 of each line.
     files = [(paths.events, ProjectLine)] + [

@@ -371,6 +371,8 @@ def _import_into(
             where = Path(p.path).relative_to(paths.dir) if p.path else "?"
             first = f"{where}:{p.line}: {p.reason}"
         raise UnsafeArchive(archive, f"ledger does not verify: {first}")
+    for task_id in paths.task_ids():  # derived files are rendered here, never taken on trust
+        write_task_log(paths, task_id)
     event = ProjectImported(
         source_project_id=safe_id("project id", manifest.project_id),
         archive_sha256=_file_sha256(archive),

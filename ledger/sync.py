@@ -7,7 +7,7 @@ exactly like the CLI. Code that is already async uses `open_ledger` directly.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -140,10 +140,13 @@ class WorkflowLogger:
         self._has_events(task_id)
         return render_task_log(self.paths, task_id)
 
-    def write_task_logs(self, task_id: str | None = None) -> list[str]:
-        """Rewrite `task_log.md` from the chain, of one task or of every task; returns the
-        tasks written. The writer renders a task's log when it closes the task: this rebuilds
-        them (after a crash, or for tasks still open)."""
+    def write_task_logs(
+        self, task_id: str | None = None
+    ) -> Iterator[tuple[str, ChainBroken | None]]:
+        """Rewrite `task_log.md` from the chain, of one task or of every task, yielding each
+        task as it is done, with the damage that kept its log from being written if any (the
+        other tasks are still rendered). The writer renders a task's log when it closes the
+        task: this renders any task at any time (still open, or after a crash)."""
         if task_id is not None:
             self._has_events(task_id)
             tasks = [task_id]
@@ -151,8 +154,12 @@ class WorkflowLogger:
             tasks = [t for t in self.paths.task_ids() if is_safe_id(t)]
             tasks = [t for t in tasks if self.paths.task_events(t).exists()]
         for name in tasks:
-            write_task_log(self.paths, name)
-        return tasks
+            try:
+                write_task_log(self.paths, name)
+            except ChainBroken as exc:
+                yield name, exc
+            else:
+                yield name, None
 
     def _has_events(self, task_id: str) -> None:
         if not self.paths.task_events(task_id).exists():  # validates the id

@@ -18,8 +18,10 @@ import contextlib
 import hashlib
 import multiprocessing
 import os
+import threading
+from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from operator import attrgetter
 from pathlib import Path
@@ -37,6 +39,7 @@ from protocol.ledger_events import (
 )
 
 from .chain import ChainReader
+from .commit_process import die_with_parent
 from .envelopes import Link, Links, ProjectLine, TaskLine
 from .errors import ChainBroken, EventRejected, LedgerError
 from .journal import pending
@@ -108,9 +111,10 @@ def _link_key(task_hash: str, event_type: str, project_seq: int) -> str:
 
 
 # Task chains that hold less than this are checked in one process even when workers are asked
-# for: starting a worker takes about as long as checking this much (docs/performance.md).
-PARALLEL_BYTES = 16 << 20
-# The least a worker is given at a time (else about an eighth of a worker's share).
+# for: a worker starts in 0.25-0.55 s, the time this process takes to check 40-90 MB, and
+# gains nothing on chains that take less than about twice that (docs/performance.md).
+PARALLEL_BYTES = 128 << 20
+# The least a worker is given at a time (else about a sixteenth of a process's share).
 CHUNK_BYTES = 1 << 20
 
 _project_seq = attrgetter("project_seq")
@@ -138,14 +142,15 @@ def verify_project(
     """Check every chain of the project (or only `task_ids`, still against the project
     chain) and return what was found; raises only when there is no ledger to check.
 
-    With `jobs` above 1, that many worker processes check the task chains while this one reads
+    With `jobs` above 1, `jobs - 1` worker processes check task chains while this one reads
     the project chain, when the task chains are big enough to gain from it (`PARALLEL_BYTES`);
     the report is the same either way."""
     manifest = read_manifest(paths)
     report = VerifyReport(project_id=paths.project_id)
     dirty = pending(paths)
-    names = paths.task_ids() if task_ids is None else list(task_ids)
-    safe = [name for name in names if is_safe_id(name)]
+    given = None if task_ids is None else list(dict.fromkeys(task_ids))
+    ahead = paths.task_ids() if given is None else given
+    safe = [name for name in ahead if is_safe_id(name)]
     with _TaskChecks(paths, manifest.chain_project_id, safe, dirty, jobs) as checks:
         links = _verify_project_chain(paths, manifest, report, expect_heads, dirty)
         # With the project chain broken, task chains are still checked on their own, but their
@@ -156,12 +161,15 @@ def verify_project(
         head_seq = report.project_head.seq if cross_check and report.project_head else None
         last_linked = MAX_SAFE_INT if head_seq is None else head_seq
         checks.take_share(last_linked)
-        for name in names:
+        # Listed (again) now, after the project chain: a running writer may have added a task
+        # meanwhile, and its first events are in the project chain read.
+        for name in paths.task_ids() if given is None else given:
             if not is_safe_id(name):
                 report.problems.append(Problem(str(paths.tasks / name), 0, "not a valid task id"))
                 continue
-            checked = checks.result(name, last_linked)
-            _merge_task(paths, checked, links.pop(name, None), head_seq, report)
+            link = links.pop(name, None)
+            checked = checks.result(name, last_linked, link, head_seq)
+            _merge_task(paths, checked, link, head_seq, report)
     if task_ids is None and cross_check:
         for name, link in sorted(links.items()):
             report.problems.append(
@@ -182,16 +190,19 @@ class _TaskChecks:
     """The task chains' checks: made here when asked for, or ahead of time in `jobs - 1`
     worker processes, this one taking its share once it has read the project chain.
 
-    The chains go out in chunks, in name order (the report's); this process takes the chunks
-    no worker has started, from the last, so that a worker's start-up (an interpreter and its
-    imports, about 0.15 s) is not time lost.
+    The chains are cut into chunks, in name order (the report's). A feeder thread keeps each
+    worker one chunk ahead, from the first; this process takes the rest from the last, so a
+    worker's start-up (an interpreter and its imports: 0.25 s, 0.55 s under the `runner`
+    script, which the worker imports again) is not time lost. Nothing is ever cancelled: on
+    Python 3.11.7 a pool that breaks (a worker killed) with a cancelled future leaves the
+    other workers running and the interpreter's exit waiting for them (CPython gh-107219).
 
-    A worker checks a chain before the project chain's head is known, as if every event were
-    linked (`last_linked` = the largest seq). That is the check this process would make
-    whenever no event of the chain has a `project_seq` above the head, which is every chain of
-    a ledger closed cleanly; a chain with such an event (an unacknowledged end after a crash,
-    or damage) is checked again here with the head. A worker that fails (or dies) costs only
-    time: its chains are checked here, and an error repeats itself as it would have."""
+    A worker checks a chain before the project chain has been read (as if every event were
+    linked: `last_linked` is the largest seq). Its check is taken only when it is one this
+    process could have made: no event above the project head, and the chain agrees with the
+    links (a running writer may have added events and their links since the worker read the
+    chain). Anything else, damage included, is checked again here, so that the report is the
+    one a single process makes. A worker that fails or dies costs only time."""
 
     def __init__(
         self, paths: ProjectPaths, chain_id: str, names: list[str], dirty: bool, jobs: int
@@ -199,72 +210,138 @@ class _TaskChecks:
         self.paths = paths
         self.chain_id = chain_id
         self.dirty = dirty
+        self.names = names
+        self.jobs = jobs
         self.pool: ProcessPoolExecutor | None = None
-        self.chunk_of: dict[str, Future[list[_TaskChecked]]] = {}
-        self.chunks: list[tuple[list[str], Future[list[_TaskChecked]]]] = []
+        self.feeder: threading.Thread | None = None
+        self.lock = threading.Lock()  # the feeder's and this thread's: `unsent`, `sent`
+        self.unsent: deque[list[str]] = deque()
+        self.sent: dict[str, Future[list[_TaskChecked]]] = {}
         self.ready: dict[str, _TaskChecked] = {}  # from workers, not yet asked for
-        self.final: dict[str, _TaskChecked] = {}  # made here, with the head known
-        if jobs > 1 and len(names) > 1:
-            self._start(names, jobs)
+        # Made here once the project head is known, or the error that stopped the check.
+        self.here: dict[str, _TaskChecked | Exception] = {}
 
-    def _start(self, names: list[str], jobs: int) -> None:
-        sizes = [_size(self.paths.task_events(name)) for name in names]
+    def __enter__(self) -> _TaskChecks:
+        if self.jobs > 1 and len(self.names) > 1:
+            self._start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self.lock:
+            self.unsent.clear()
+        if self.feeder is not None:
+            self.feeder.join()  # once the chunks it sent are done: at most one per worker more
+        if self.pool is not None:
+            self.pool.shutdown()
+
+    def _start(self) -> None:
+        sizes = [_size(self.paths.task_events(name)) for name in self.names]
         total = sum(sizes)
         if total < PARALLEL_BYTES:
             return  # starting the workers would cost more than they save
-        # Chunks in name order (the report's order), small enough to share out evenly.
-        target = max(total // (jobs * 8), CHUNK_BYTES)
+        target = max(total // (self.jobs * 16), CHUNK_BYTES)
         chunks: list[list[str]] = [[]]
         size = 0
-        for name, name_size in zip(names, sizes, strict=True):
+        for name, name_size in zip(self.names, sizes, strict=True):
             if size >= target:
                 chunks.append([])
                 size = 0
             chunks[-1].append(name)
             size += name_size
+        self.unsent.extend(chunks)
+        workers = min(self.jobs - 1, len(chunks))
         # `spawn`: a fork of a process with threads (an event loop's, a logger's) may deadlock.
+        # The workers die with this process (`die_with_parent`), not live on after a kill.
         self.pool = ProcessPoolExecutor(
-            min(jobs - 1, len(chunks)), mp_context=multiprocessing.get_context("spawn")
+            workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=die_with_parent,
+            initargs=(os.getpid(),),
         )
+        # The first chunks go now, before this process reads the project chain.
+        in_flight: set[Future[list[_TaskChecked]]] = set()
+        self._send(self.pool, workers, in_flight)
+        self.feeder = threading.Thread(
+            target=self._feed,
+            args=(self.pool, workers, in_flight),
+            name="verify-feeder",
+            daemon=True,
+        )
+        self.feeder.start()
+
+    def _feed(
+        self,
+        pool: ProcessPoolExecutor,
+        workers: int,
+        in_flight: set[Future[list[_TaskChecked]]],
+    ) -> None:
+        while in_flight:
+            _, still = wait(in_flight, return_when=FIRST_COMPLETED)
+            in_flight = set(still)
+            self._send(pool, workers, in_flight)
+
+    def _send(
+        self,
+        pool: ProcessPoolExecutor,
+        workers: int,
+        in_flight: set[Future[list[_TaskChecked]]],
+    ) -> None:
+        """Send chunks from the first until each worker has one more waiting."""
         root, project_id = str(self.paths.root), self.paths.project_id
-        for chunk in chunks:
-            future = self.pool.submit(
-                _check_tasks, root, project_id, self.chain_id, chunk, self.dirty
-            )
-            self.chunks.append((chunk, future))
-            for name in chunk:
-                self.chunk_of[name] = future
+        with self.lock:
+            while self.unsent and len(in_flight) <= workers:
+                chunk = self.unsent.popleft()
+                try:
+                    future = pool.submit(
+                        _check_tasks, root, project_id, self.chain_id, chunk, self.dirty
+                    )
+                except Exception:  # a broken pool: this process checks the rest
+                    self.unsent.appendleft(chunk)
+                    return
+                in_flight.add(future)
+                for name in chunk:
+                    self.sent[name] = future
 
     def take_share(self, last_linked: int) -> None:
-        """Check here the chunks that no worker has started, the last first."""
-        for chunk, future in reversed(self.chunks):
-            if not future.cancel():
-                break  # this one and all before it are a worker's
+        """Check here the chunks no worker has been sent, the last first. An error is kept
+        for `result`, which raises it in its turn, as one process would."""
+        while True:
+            with self.lock:
+                if not self.unsent:
+                    return
+                chunk = self.unsent.pop()
             for name in chunk:
-                self.final[name] = _check_task(
-                    self.paths, self.chain_id, name, last_linked, self.dirty
-                )
-        self.chunks.clear()
+                try:
+                    self.here[name] = self._check_here(name, last_linked)
+                except Exception as exc:
+                    self.here[name] = exc
 
-    def result(self, name: str, last_linked: int) -> _TaskChecked:
-        if name in self.final:
-            return self.final.pop(name)
-        future = self.chunk_of.pop(name, None)
+    def result(
+        self, name: str, last_linked: int, links: _Links | None, head_seq: int | None
+    ) -> _TaskChecked:
+        here = self.here.pop(name, None)
+        if isinstance(here, Exception):
+            raise here
+        if here is not None:
+            return here
+        with self.lock:
+            future = self.sent.pop(name, None)
         if future is not None and name not in self.ready:
             # A worker's error: the chains are checked here, where a real one is raised again.
             with contextlib.suppress(Exception):
                 self.ready.update((c.task_id, c) for c in future.result())
         checked = self.ready.pop(name, None)
-        if checked is not None and checked.max_project_seq <= last_linked:
+        if (
+            checked is not None
+            and checked.problem is None
+            and checked.max_project_seq <= last_linked
+            and (head_seq is None or _links_agree(checked, links))
+        ):
             return checked
+        return self._check_here(name, last_linked)
+
+    def _check_here(self, name: str, last_linked: int) -> _TaskChecked:
         return _check_task(self.paths, self.chain_id, name, last_linked, self.dirty)
-
-    def __enter__(self) -> _TaskChecks:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(cancel_futures=True)
 
 
 def _check_tasks(
@@ -392,7 +469,7 @@ class _TaskChecked:
     linked: int = 0  # events counted into `digest`: those linked from the project chain
     digest: bytes = b""
     # The highest `project_seq` seen. A check made with any `last_linked` at or above it is
-    # the same: no event of this chain needed the project head (see `_verify_in_parallel`).
+    # the same: no event of this chain needed the project head (see `_TaskChecks`).
     max_project_seq: int = -1
 
 
@@ -461,10 +538,14 @@ def _merge_task(
         report.task_heads[checked.task_id] = checked.head
     if project_head_seq is None:
         return
+    if not _links_agree(checked, links):
+        report.problems.append(_locate(paths, checked.task_id, checked.linked))
+
+
+def _links_agree(checked: _TaskChecked, links: _Links | None) -> bool:
+    """Whether a task chain and the project chain's links to it agree, event for event."""
     linked = links.count if links else 0
-    if linked == checked.linked and (links is None or links.digest.digest() == checked.digest):
-        return
-    report.problems.append(_locate(paths, checked.task_id, checked.linked))
+    return linked == checked.linked and (links is None or links.digest.digest() == checked.digest)
 
 
 def _split_linked(

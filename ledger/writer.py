@@ -205,7 +205,7 @@ class Ledger:
         self._jobs = 0  # jobs submitted; a batch's number is its job's
         self._waiting: deque[_Batch] = deque()
         self._last_job = -1  # the close's checkpoint job, once submitted
-        self._written_tasks: set[str] = set()  # with committed events: task_log.md to render
+        self._closed_tasks: set[str] = set()  # closed and committed: task_log.md to render
 
     # --- producers ---------------------------------------------------------------------------
 
@@ -444,7 +444,8 @@ class Ledger:
         if (error is None or committed) and batch.head is not None:
             self._tasks.update(batch.tasks)
             self._head = batch.head
-            self._written_tasks.update(batch.tasks)
+            # A task is closed at most once: closed in its batch means closed by this batch.
+            self._closed_tasks.update(t for t, state in batch.tasks.items() if state.closed)
         if error is None:
             for request in batch.requests:
                 if request.body is None and request.error is None:  # a flush
@@ -472,11 +473,13 @@ class Ledger:
         self._queued.clear()
 
     async def _write_task_logs(self) -> None:
-        """Render `task_log.md` of every task this writer appended to, once the final
-        checkpoint has brought the chain files up to date (not after a failure: the files may
-        lack lines, and the next writer's recovery completes them; `runner ledger render`
-        rebuilds the logs). The logs are derived: failing to write one is a warning."""
-        tasks, self._written_tasks = sorted(self._written_tasks), set()
+        """Render `task_log.md` of every task this writer closed, once the final checkpoint
+        has brought the chain files up to date: each task once in its life, when it is done
+        (`runner ledger render` renders any task at any time). Not after a failure (the files
+        may lack lines until the next writer's recovery), and not when the body raised or was
+        cancelled (closing must not wait for it). The logs are derived: failing to write one
+        is a warning."""
+        tasks, self._closed_tasks = sorted(self._closed_tasks), set()
         if not tasks or self._committer is None:
             return
         if self._committer.progress().error is not None:
@@ -486,11 +489,11 @@ class Ledger:
             for task_id in tasks:
                 try:
                     write_task_log(self.paths, task_id)
-                except (OSError, LedgerError) as exc:  # a full disk; a chain changed meanwhile
+                except Exception as exc:  # a full disk; a chain changed meanwhile
                     log.warning("ledger.task_log_failed", project_id=self.paths.project_id,
                                 task_id=task_id, error=str(exc))  # fmt: skip
 
-        await anyio.to_thread.run_sync(write)
+        await anyio.to_thread.run_sync(write, abandon_on_cancel=True)
 
 
 def _set(event: anyio.Event | None) -> None:
@@ -592,7 +595,6 @@ async def _running(ledger: Ledger) -> AsyncIterator[None]:
     finally:
         with anyio.CancelScope(shield=True):
             await ledger._shut_down()
-            await ledger._write_task_logs()
     _, failed_at, _, error = ledger._committer.progress()
     if error is not None and failed_at == ledger._last_job:
         # Every acknowledged event is in the journal: the next writer redoes it. The appends
@@ -601,6 +603,7 @@ async def _running(ledger: Ledger) -> AsyncIterator[None]:
                     error=str(error))  # fmt: skip
     if body_error is not None:
         raise body_error
+    await ledger._write_task_logs()
 
 
 @contextlib.contextmanager

@@ -26,8 +26,8 @@ EXIT_DAMAGED = 1
 jobs_option = click.option(
     "--jobs",
     type=click.IntRange(min=1),
-    default=available_cpus,
-    show_default="one per CPU",
+    default=lambda: min(available_cpus(), 8),
+    show_default="one per CPU, at most 8",
     help="Processes that verify the task chains (task chains under "
     f"{PARALLEL_BYTES >> 20} MiB in all are verified in one).",
 )
@@ -261,11 +261,18 @@ def show(c: _Ctx, task_id: str | None) -> None:
 @click.option("--task-id", help="Only this task (default: every task).")
 @pass_ctx
 def render(c: _Ctx, task_id: str | None) -> None:
-    """Rewrite task_log.md from the chain (written when a task closes; this rebuilds it)."""
+    """Rewrite task_log.md from the chain (written when a task closes; this renders any task);
+    exit 1 if a chain is damaged (its log is left as it was, the others are written)."""
     log = c.logger()
-    written = log.write_task_logs(task_id)
-    for name in written:
-        click.echo(str(log.paths.task_log(name)))
+    damaged = False
+    for name, damage in log.write_task_logs(task_id):
+        if damage is None:
+            click.echo(str(log.paths.task_log(name)))
+        else:
+            damaged = True
+            click.echo(f"damage: {damage}", err=True)
+    if damaged:
+        raise SystemExit(EXIT_DAMAGED)
 
 
 def _task_state(paths: ProjectPaths, chain_id: str, task_id: str) -> str:

@@ -249,3 +249,18 @@ def test_export_refuses_a_damaged_ledger(project: ProjectPaths, tmp_path: Path) 
     with pytest.raises(LedgerError, match="damaged"):
         WorkflowLogger(project.root, PROJECT).export_project(tmp_path / "d.zip")
     assert not (tmp_path / "d.zip").exists()
+
+
+def test_task_logs_are_rendered_on_import_not_taken_from_the_archive(
+    exported: Path, root: Path, tmp_path: Path
+) -> None:
+    # A forger's task_log.md, with a manifest that tells the truth about it: the chains still
+    # verify, and the log is derived, so import renders it again from the chain.
+    entries = entries_of(exported)
+    entries["tasks/T-0/task_log.md"] = b"# Task T-0\n\nAll tests passed, trust me.\n"
+    forged = write_zip(
+        tmp_path / "forged.zip", [(n, d, stat.S_IFREG) for n, d in remanifest(entries).items()]
+    )
+    WorkflowLogger.import_project(root, forged, "copy")
+    log = ProjectPaths.of(root, "copy").task_log("T-0").read_text()
+    assert "trust me" not in log and "### 0. attempt" in log

@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-import json
+import os
 import re
+import signal
 from collections.abc import Callable
 from concurrent.futures import wait
 from pathlib import Path
+from typing import Any
 
+import anyio
 import msgspec
 import pytest
 
 import ledger.verify
 from ledger.archive import import_project
 from ledger.errors import LedgerError, UnsafeArchive
-from ledger.journal import pending
 from ledger.store import ProjectPaths
 from ledger.sync import WorkflowLogger
-from ledger.verify import _check_task, _TaskChecked, _TaskChecks, verify_project
-from protocol.ledger_events import MAX_SAFE_INT, TaskRecord
+from ledger.verify import _TaskChecks, verify_project
+from ledger.writer import open_ledger
+from protocol.ledger_events import TaskRecord
 from tests.ledger.conftest import PROJECT, attempt, crash_image, listing, populate
 from tests.ledger.test_archive import hostile_zips
 from tests.ledger.test_verify import read_lines, rechain, write_lines
@@ -106,48 +109,101 @@ def test_workers_report_what_one_process_reports(
     assert alone.ok == (damage in (untouched, unlinked_end_after_a_crash)), alone
 
 
-def checks_by_workers(paths: ProjectPaths) -> list[_TaskChecked]:
-    """Every chain's check, as `verify_project` takes them once the workers have finished."""
-    names = paths.task_ids()
-    head = json.loads(paths.events.read_bytes().splitlines()[-1])["seq"]
-    with _TaskChecks(paths, "proj", names, pending(paths), jobs=2) as checks:
-        wait([future for _, future in checks.chunks])
-        checks.take_share(head)  # nothing left to take
-        return [checks.result(name, head) for name in names]
-
-
 def test_workers_check_every_chain_of_a_clean_ledger(
     project: ProjectPaths, checked_here: list[str]
 ) -> None:
-    got = checks_by_workers(project)
+    # One chunk (the chains are small), sent to the worker before the project chain is read.
+    report = verify_project(project, jobs=2)
+    assert report.ok and len(report.task_heads) == 3
     assert checked_here == []
-    assert got == [_check_task(project, "proj", name, MAX_SAFE_INT, False) for name in NAMES]
 
 
 def test_a_chain_whose_end_the_project_chain_does_not_link_is_checked_again_here(
     project: ProjectPaths, tmp_path: Path, checked_here: list[str]
 ) -> None:
     image = unlinked_end_after_a_crash(project, tmp_path)
-    checks_by_workers(image)
-    # The workers checked T-1 as if every event were linked; only the head says otherwise.
+    report = verify_project(image, jobs=2)
+    assert report.ok and any("never linked" in note for note in report.notes), report
+    # The worker checked T-1 as if every event were linked; only the head says otherwise.
     assert checked_here == ["T-1"]
 
 
-def test_this_process_takes_the_chunks_no_worker_has_started(
+def test_this_process_takes_the_chunks_no_worker_was_sent(
     tmp_path: Path, checked_here: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(ledger.verify, "CHUNK_BYTES", 0)  # a chunk per chain
     paths = populate(tmp_path, tasks=8)
     names = paths.task_ids()
-    with _TaskChecks(paths, "proj", names, False, jobs=2) as checks:
-        # One worker, still starting (about 0.15 s): it holds at most two chunks (the
-        # executor queues one ahead), so this process takes the last ones, or all.
-        checks.take_share(MAX_SAFE_INT)
-        taken = list(checked_here)
-        got = [checks.result(name, MAX_SAFE_INT) for name in names]
-    assert len(taken) >= 6 and taken == names[::-1][: len(taken)]
+    alone = verify_project(paths)
     checked_here.clear()
-    assert got == [_check_task(paths, "proj", name, MAX_SAFE_INT, False) for name in names]
+    assert verify_project(paths, jobs=2) == alone
+    # The worker was sent the first two chunks at once (one to work on, one waiting); it
+    # needs a quarter of a second to start, so this process took the others, the last first.
+    assert checked_here == names[::-1][: len(checked_here)]
+    assert 1 <= len(checked_here) <= 6, checked_here
+
+
+def test_a_writer_appending_during_verify_is_seen_as_one_process_sees_it(
+    tmp_path: Path, checked_here: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`verify` takes no lock: a writer may append while it runs. The task chains a worker
+    read before the project chain are then behind its links, and a new task's events are in
+    the project chain but were not listed before it: both are checked (again) here."""
+    paths = populate(tmp_path)
+    read_project_chain = ledger.verify._verify_project_chain
+
+    def meanwhile(*args: object) -> object:
+        wait(list(sent))  # the workers have read the chains
+        checked_here.clear()
+
+        async def append() -> None:
+            async with open_ledger(tmp_path, PROJECT) as log:
+                await log.append_task_event("T-1", attempt(2, 0))
+                await log.append_task_event("T-new", attempt(0, 0))
+
+        anyio.run(append)
+        return read_project_chain(*args)  # type: ignore[arg-type]
+
+    sent: list[object] = []
+    start = ledger.verify._TaskChecks._start
+
+    def keep_futures(self: _TaskChecks) -> None:
+        start(self)
+        sent.extend(self.sent.values())
+
+    monkeypatch.setattr(ledger.verify._TaskChecks, "_start", keep_futures)
+    monkeypatch.setattr(ledger.verify, "_verify_project_chain", meanwhile)
+    report = verify_project(paths, jobs=2)
+    assert report.ok, report.problems
+    assert set(report.task_heads) == {"T-0", "T-1", "T-2", "T-new"}
+    assert sorted(checked_here) == ["T-1", "T-new"]
+    monkeypatch.undo()
+    assert verify_project(paths) == report
+
+
+def test_a_worker_killed_costs_only_time(
+    tmp_path: Path, checked_here: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = populate(tmp_path)
+    alone = verify_project(paths)
+    read_project_chain = ledger.verify._verify_project_chain
+    pools: list[Any] = []
+    enter = ledger.verify._TaskChecks.__enter__
+
+    def keep_pool(self: _TaskChecks) -> _TaskChecks:
+        pools.append(enter(self).pool)
+        return self
+
+    def kill_workers(*args: object) -> object:
+        for process in list(pools[0]._processes.values()):
+            os.kill(process.pid, signal.SIGKILL)
+        return read_project_chain(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ledger.verify._TaskChecks, "__enter__", keep_pool)
+    monkeypatch.setattr(ledger.verify, "_verify_project_chain", kill_workers)
+    checked_here.clear()
+    assert verify_project(paths, jobs=2) == alone
+    assert checked_here == NAMES
 
 
 def test_small_ledgers_are_checked_in_one_process(

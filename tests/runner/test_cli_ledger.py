@@ -12,7 +12,6 @@ import pytest
 from click.testing import CliRunner, Result
 
 from ledger import open_ledger
-from ledger.verify import PARALLEL_BYTES
 from protocol import Verdict
 from protocol.ledger_events import Attempt
 from runner.cli import main
@@ -110,6 +109,7 @@ def test_unknown_project_and_missing_project_id(tmp_path: Path) -> None:
 def test_damage_exits_1_with_file_and_line(tmp_path: Path) -> None:
     ledger(tmp_path, "init")
     ledger(tmp_path, *ATTEMPT)
+    ledger(tmp_path, ATTEMPT[0], "--task-id", "T-014", *ATTEMPT[3:])
     path = tmp_path / "ford" / "tasks" / "T-013" / "events.jsonl"
     path.write_bytes(path.read_bytes().replace(b"12 passed", b"13 passed"))
     result = CliRunner().invoke(
@@ -124,36 +124,63 @@ def test_damage_exits_1_with_file_and_line(tmp_path: Path) -> None:
         )
         assert result.exit_code == 1
         assert f"{path}:1: event_hash does not match" in result.output
+    assert not (path.parent / "task_log.md").exists()
+    # The other tasks are rendered all the same.
+    other = tmp_path / "ford" / "tasks" / "T-014" / "task_log.md"
+    assert f"\n{other}\n" in result.output and other.exists()
 
 
-def test_verify_with_worker_processes_finds_damage_in_a_real_process(tmp_path: Path) -> None:
-    # Task chains past PARALLEL_BYTES, so that `--jobs 2` starts workers (spawned from
-    # `python -m runner`), and a changed line deep in the second one.
+# The CLI with the parallel threshold at 0 and a chunk per chain, counting the chains checked
+# in its own process. Spawned workers import this script again, as `__mp_main__`.
+WORKERS_CLI = """
+import sys
+import ledger.verify as verify
+
+verify.PARALLEL_BYTES = verify.CHUNK_BYTES = 0
+here = []
+check = verify._check_task
+
+
+def counting(paths, chain_id, task_id, *rest):
+    here.append(task_id)
+    return check(paths, chain_id, task_id, *rest)
+
+
+verify._check_task = counting
+if __name__ == "__main__":
+    from runner.cli import main
+
+    try:
+        main(sys.argv[1:], prog_name="runner")
+    finally:
+        print("checked here:", len(here), file=sys.stderr)
+"""
+
+
+def test_verify_with_worker_processes_in_a_real_process(tmp_path: Path) -> None:
     async def fill() -> None:
         async with open_ledger(tmp_path, "ford", create=True, mode="buffered") as log:
-
-            async def one(task_id: str) -> None:
-                for s in range(PARALLEL_BYTES // 2 // 900):
-                    body = Attempt(r=0, s=s, result=Verdict.FAIL, reason_code="TESTS_FAILED",
-                                   code_content="x = 1\n" * 120)  # fmt: skip
-                    await log.append_task_event(task_id, body)
-
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(one, "T-1")
-                tg.start_soon(one, "T-2")
+            for n in range(4):
+                for s in range(3):
+                    body = Attempt(r=0, s=s, result=Verdict.FAIL, reason_code="TESTS_FAILED")
+                    await log.append_task_event(f"T-{n}", body)
 
     anyio.run(fill)
-    cmd = [sys.executable, "-m", "runner", "ledger", "--root-dir", str(tmp_path),
+    script = tmp_path / "cli.py"
+    script.write_text(WORKERS_CLI)
+    cmd = [sys.executable, str(script), "ledger", "--root-dir", str(tmp_path),
            "--project-id", "ford", "verify", "--jobs", "2"]  # fmt: skip
     ok = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    assert ok.returncode == 0 and ok.stdout.startswith("ok: project ford:"), ok.stderr
-    path = tmp_path / "ford" / "tasks" / "T-2" / "events.jsonl"
-    lines = path.read_bytes().splitlines(keepends=True)
-    lines[9000] = lines[9000].replace(b'"s":9000', b'"s":9001', 1)
-    path.write_bytes(b"".join(lines))
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.startswith("ok: project ford: 25 events in 5 chains")
+    # The worker was sent T-0 and T-1 before the project chain was read.
+    here = int(ok.stderr.rsplit("checked here: ", 1)[1])
+    assert here <= 2, ok.stderr
+    path = tmp_path / "ford" / "tasks" / "T-0" / "events.jsonl"
+    path.write_bytes(path.read_bytes().replace(b'"s":1', b'"s":2', 1))
     damaged = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert damaged.returncode == 1
-    assert f"damage: {path}:9001: event_hash does not match" in damaged.stderr
+    assert f"damage: {path}:2: event_hash does not match" in damaged.stderr
 
 
 def test_locked_project_exits_3_in_a_real_process(tmp_path: Path) -> None:
