@@ -233,3 +233,8 @@ def test_a_stray_line_is_found_at_its_line(project: ProjectPaths, extra: bytes) 
     lines = read_lines(path)
     write_lines(path, [*lines[:2], extra, *lines[2:]])
     assert only_problem(verify_project(project))[:2] == (str(path), 3)
+
+
+def test_a_task_named_twice_is_checked_once(project: ProjectPaths) -> None:
+    report = verify_project(project, task_ids=("T-1", "T-1"))
+    assert report.ok and set(report.task_heads) == {"T-1"}
