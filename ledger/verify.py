@@ -199,10 +199,11 @@ class _TaskChecks:
 
     A worker checks a chain before the project chain has been read (as if every event were
     linked: `last_linked` is the largest seq). Its check is taken only when it is one this
-    process could have made: no event above the project head, and the chain agrees with the
-    links (a running writer may have added events and their links since the worker read the
-    chain). Anything else, damage included, is checked again here, so that the report is the
-    one a single process makes. A worker that fails or dies costs only time."""
+    process could have made: it found nothing wrong and agrees with the links, event for event
+    (an event the project chain does not link, or a running writer's events and links added
+    since the worker read the chain, make them differ). Anything else, damage included, is
+    checked again here, so that the report is the one a single process makes. A worker that
+    fails or dies costs only time."""
 
     def __init__(
         self, paths: ProjectPaths, chain_id: str, names: list[str], dirty: bool, jobs: int
@@ -331,10 +332,11 @@ class _TaskChecks:
             with contextlib.suppress(Exception):
                 self.ready.update((c.task_id, c) for c in future.result())
         checked = self.ready.pop(name, None)
+        # With the head known, agreeing links also mean no event above it: the worker counted
+        # every event as linked, and the links end at the head.
         if (
             checked is not None
             and checked.problem is None
-            and checked.max_project_seq <= last_linked
             and (head_seq is None or _links_agree(checked, links))
         ):
             return checked
@@ -436,6 +438,7 @@ def _note_project_events(
             if not link.keys:
                 touched.append(link)
             link.count += 1
+            # `_link_key`, inline: a call per link costs verify time.
             link.keys.append(f"{event.task_event_hash}{event.task_event_type}\n{seq}\n")
     for link in touched:
         link.digest.update("".join(link.keys).encode())
@@ -468,9 +471,6 @@ class _TaskChecked:
     head: Head | None = None
     linked: int = 0  # events counted into `digest`: those linked from the project chain
     digest: bytes = b""
-    # The highest `project_seq` seen. A check made with any `last_linked` at or above it is
-    # the same: no event of this chain needed the project head (see `_TaskChecks`).
-    max_project_seq: int = -1
 
 
 def _check_task(
@@ -490,10 +490,8 @@ def _check_task(
         for checked in _walk(scanner, dirty, result.notes):
             records = checked.records
             project_seqs = list(map(_project_seq, records))
-            highest = max(project_seqs)
-            result.max_project_seq = max(result.max_project_seq, highest)
             error = None
-            if unlinked_from or highest > last_linked:
+            if unlinked_from or max(project_seqs) > last_linked:
                 linked, error = _split_linked(records, path, last_linked, dirty, unlinked_from)
                 if linked < len(records):
                     unlinked_from = unlinked_from or records[linked].seq + 1
