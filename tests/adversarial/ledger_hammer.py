@@ -1,6 +1,7 @@
 """A ledger writer process for the concurrency tests: appends `count` attempts to its own task,
 each through its own open and close of the ledger (so every append contends for the lock),
-and prints each acknowledgement (`task seq hash`) as soon as it has it.
+and prints each acknowledgement (`task seq hash`) as soon as it has it. It prints `ready` and
+waits for a line on stdin first, so that a test can start every writer's appends at once.
 
     python tests/adversarial/ledger_hammer.py ROOT PROJECT TASK COUNT
 """
@@ -17,6 +18,8 @@ from ledger.sync import WorkflowLogger
 
 def main(root: str, project: str, task: str, count: int) -> None:
     log = WorkflowLogger(root, project, mode="durable", lock_timeout=60, create=False)
+    print("ready", flush=True)
+    sys.stdin.readline()
     for s in range(count):
         got = log.log_attempt(
             task, 0, s, result="FAIL", reason_code="RETRY", code_content=f"{task} {s}\n" * 50

@@ -43,6 +43,7 @@ def test_writers_in_many_processes_never_interleave_or_lose_an_event(tmp_path: P
     procs = [
         subprocess.Popen(
             [sys.executable, str(HAMMER), str(tmp_path), "p", f"T-{i}", str(APPENDS)],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -50,6 +51,13 @@ def test_writers_in_many_processes_never_interleave_or_lose_an_event(tmp_path: P
         )
         for i in range(WRITERS)
     ]
+    # All of them imported and ready before any appends: then they contend from the first.
+    for proc in procs:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
     acked: dict[str, list[str]] = {}
     for proc in procs:
         out, err = proc.communicate(timeout=300)
