@@ -36,9 +36,8 @@ import anyio
 import msgspec
 import structlog
 
-from ledger import ProjectPaths, open_ledger, verify, verify_project
+from ledger import ProjectPaths, open_ledger, task_pool, verify_project
 from ledger.envelopes import ProjectLine, TaskLine
-from ledger.verify import available_cpus
 from protocol import Verdict
 from protocol.ledger_events import Attempt, ExecutionStarted
 
@@ -259,7 +258,7 @@ def _verify_rate(paths: ProjectPaths, task_events: int) -> None:
     print(_load())
     size = sum(p.stat().st_size for p in paths.dir.rglob("*.jsonl"))
     times, walls, parallel = [], [], []
-    jobs = available_cpus()
+    jobs = task_pool.available_cpus()
     for _ in range(5):
         start, wall = time.process_time(), time.perf_counter()
         report = verify_project(paths)
@@ -267,11 +266,11 @@ def _verify_rate(paths: ProjectPaths, task_events: int) -> None:
         walls.append(time.perf_counter() - wall)
         if jobs > 1 and task_events:  # alternating, so that both see the same machine
             # The workers whatever the size (verify_project starts them from PARALLEL_BYTES).
-            threshold, verify.PARALLEL_BYTES = verify.PARALLEL_BYTES, 0
+            threshold, task_pool.PARALLEL_BYTES = task_pool.PARALLEL_BYTES, 0
             wall = time.perf_counter()
             shared = verify_project(paths, jobs=jobs)
             parallel.append(time.perf_counter() - wall)
-            verify.PARALLEL_BYTES = threshold
+            task_pool.PARALLEL_BYTES = threshold
             assert shared == report, "the workers' report differs"
     assert report.ok, report.problems
     lines = report.events
@@ -287,7 +286,7 @@ def _verify_rate(paths: ProjectPaths, task_events: int) -> None:
         print(f"verify --jobs {jobs}: {_spread([task_events / t for t in parallel])} task "
               f"events/s wall clock, {speedup:.2f}x one process's wall clock "
               f"({_spread([task_events / t for t in walls])}/s; workers used from "
-              f"{verify.PARALLEL_BYTES >> 20} MiB of task chains, here forced)")  # fmt: skip
+              f"{task_pool.PARALLEL_BYTES >> 20} MiB of task chains, here forced)")  # fmt: skip
     # The work no check of these lines can skip, in bulk (no Python per line): strict decode,
     # canonical encode, SHA-256 of each line.
     files = [(paths.events, ProjectLine)] + [

@@ -18,7 +18,8 @@ from ledger import Head, ProjectPaths, VerifyReport
 from ledger.chain import ChainReader
 from ledger.store import read_manifest, read_tail
 from ledger.sync import WorkflowLogger
-from ledger.verify import PARALLEL_BYTES, available_cpus, read_head, verify_project
+from ledger.task_pool import PARALLEL_BYTES, available_cpus
+from ledger.verify import read_head, verify_project
 from protocol.ledger_events import AttemptUsage, FinalStatus, TaskRecord
 
 EXIT_DAMAGED = 1
@@ -27,7 +28,7 @@ jobs_option = click.option(
     "--jobs",
     type=click.IntRange(min=1),
     default=lambda: min(available_cpus(), 8),
-    show_default="one per CPU, at most 8",
+    show_default="one per CPU, within any cgroup quota, at most 8",
     help="Processes that verify the task chains (task chains under "
     f"{PARALLEL_BYTES >> 20} MiB in all are verified in one).",
 )

@@ -14,12 +14,14 @@ import anyio
 import msgspec
 import pytest
 
+import ledger.task_pool
 import ledger.verify
 from ledger.archive import import_project
 from ledger.errors import LedgerError, UnsafeArchive
 from ledger.store import ProjectPaths
 from ledger.sync import WorkflowLogger
-from ledger.verify import _TaskChecks, verify_project
+from ledger.task_pool import TaskChecks, available_cpus, cgroup_cpu_quota
+from ledger.verify import verify_project
 from ledger.writer import open_ledger
 from protocol.ledger_events import TaskRecord
 from tests.ledger.conftest import PROJECT, attempt, crash_image, listing, populate
@@ -30,20 +32,20 @@ from tests.ledger.test_verify import read_lines, rechain, write_lines
 @pytest.fixture(autouse=True)
 def always_parallel(monkeypatch: pytest.MonkeyPatch) -> None:
     """The fixtures' ledgers are small: use the workers anyway."""
-    monkeypatch.setattr(ledger.verify, "PARALLEL_BYTES", 0)
+    monkeypatch.setattr(ledger.task_pool, "PARALLEL_BYTES", 0)
 
 
 @pytest.fixture
 def checked_here(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The task chains checked in this process (the workers import their own module)."""
     names: list[str] = []
-    check = ledger.verify._check_task
+    check = ledger.task_pool.check_task
 
     def counting(paths: ProjectPaths, chain_id: str, task_id: str, *rest: object) -> object:
         names.append(task_id)
         return check(paths, chain_id, task_id, *rest)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(ledger.verify, "_check_task", counting)
+    monkeypatch.setattr(ledger.task_pool, "check_task", counting)
     return names
 
 
@@ -131,7 +133,7 @@ def test_a_chain_whose_end_the_project_chain_does_not_link_is_checked_again_here
 def test_this_process_takes_the_chunks_no_worker_was_sent(
     tmp_path: Path, checked_here: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ledger.verify, "CHUNK_BYTES", 0)  # a chunk per chain
+    monkeypatch.setattr(ledger.task_pool, "CHUNK_BYTES", 0)  # a chunk per chain
     paths = populate(tmp_path, tasks=8)
     names = paths.task_ids()
     alone = verify_project(paths)
@@ -165,13 +167,13 @@ def test_a_writer_appending_during_verify_is_seen_as_one_process_sees_it(
         return read_project_chain(*args)  # type: ignore[arg-type]
 
     sent: list[object] = []
-    start = ledger.verify._TaskChecks._start
+    start = ledger.task_pool.TaskChecks._start
 
-    def keep_futures(self: _TaskChecks) -> None:
+    def keep_futures(self: TaskChecks) -> None:
         start(self)
         sent.extend(self.sent.values())
 
-    monkeypatch.setattr(ledger.verify._TaskChecks, "_start", keep_futures)
+    monkeypatch.setattr(ledger.task_pool.TaskChecks, "_start", keep_futures)
     monkeypatch.setattr(ledger.verify, "_verify_project_chain", meanwhile)
     report = verify_project(paths, jobs=2)
     assert report.ok, report.problems
@@ -188,9 +190,9 @@ def test_a_worker_killed_costs_only_time(
     alone = verify_project(paths)
     read_project_chain = ledger.verify._verify_project_chain
     pools: list[Any] = []
-    enter = ledger.verify._TaskChecks.__enter__
+    enter = ledger.task_pool.TaskChecks.__enter__
 
-    def keep_pool(self: _TaskChecks) -> _TaskChecks:
+    def keep_pool(self: TaskChecks) -> TaskChecks:
         pools.append(enter(self).pool)
         return self
 
@@ -199,7 +201,7 @@ def test_a_worker_killed_costs_only_time(
             os.kill(process.pid, signal.SIGKILL)
         return read_project_chain(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(ledger.verify._TaskChecks, "__enter__", keep_pool)
+    monkeypatch.setattr(ledger.task_pool.TaskChecks, "__enter__", keep_pool)
     monkeypatch.setattr(ledger.verify, "_verify_project_chain", kill_workers)
     checked_here.clear()
     assert verify_project(paths, jobs=2) == alone
@@ -209,7 +211,7 @@ def test_a_worker_killed_costs_only_time(
 def test_small_ledgers_are_checked_in_one_process(
     project: ProjectPaths, checked_here: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ledger.verify, "PARALLEL_BYTES", 1 << 20)
+    monkeypatch.setattr(ledger.task_pool, "PARALLEL_BYTES", 1 << 20)
     assert verify_project(project, jobs=2).ok
     assert checked_here == ["T-0", "T-1", "T-2"]
 
@@ -233,3 +235,56 @@ def test_export_and_import_verify_with_workers_and_refuse_damage(
     with pytest.raises(LedgerError, match="damaged"):
         WorkflowLogger(project.root, PROJECT).export_project(tmp_path / "d.zip", jobs=2)
     assert not (tmp_path / "d.zip").exists()
+
+
+def cgroup_tree(tmp_path: Path, proc: str, files: dict[str, str]) -> tuple[Path, Path]:
+    proc_cgroup = tmp_path / "proc-self-cgroup"
+    proc_cgroup.write_text(proc)
+    mount = tmp_path / "cgroup"
+    for name, text in files.items():
+        (mount / name).parent.mkdir(parents=True, exist_ok=True)
+        (mount / name).write_text(text)
+    return proc_cgroup, mount
+
+
+@pytest.mark.parametrize(
+    ("proc", "files", "quota"),
+    [
+        # v2: the tightest of the cgroup and its ancestors.
+        ("0::/a/b\n", {"a/b/cpu.max": "150000 100000\n", "a/cpu.max": "max 100000\n"}, 1.5),
+        ("0::/a/b\n", {"a/b/cpu.max": "max 100000\n", "a/cpu.max": "50000 100000\n"}, 0.5),
+        ("0::/a\n", {"a/cpu.max": "max 100000\n", "cpu.max": "max 100000\n"}, None),
+        # Hybrid: v1 controllers beside v2 mounted at `unified`; v1's quota -1 is none.
+        (
+            "4:memory:/x\n1:cpu,cpuacct:/x\n0::/x\n",
+            {
+                "cpu,cpuacct/x/cpu.cfs_quota_us": "300000\n",
+                "cpu,cpuacct/x/cpu.cfs_period_us": "100000\n",
+                "cpu,cpuacct/cpu.cfs_quota_us": "-1\n",
+                "unified/x/cpu.stat": "",
+            },
+            3.0,
+        ),
+        ("1:cpu:/\n0::/\n", {"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "1"}, None),
+        # Another cgroup namespace: the path is not under the mount, its root still counts.
+        ("0::/elsewhere/c\n", {"cpu.max": "200000 100000\n"}, 2.0),
+        # Unreadable or odd files are no quota, not an error.
+        ("0::/a\n", {"a/cpu.max": "garbage\n"}, None),
+        ("not a cgroup file\n", {}, None),
+    ],
+)
+def test_cgroup_cpu_quota(
+    tmp_path: Path, proc: str, files: dict[str, str], quota: float | None
+) -> None:
+    assert cgroup_cpu_quota(*cgroup_tree(tmp_path, proc, files)) == quota
+
+
+def test_available_cpus_is_capped_by_the_quota(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    affinity = available_cpus()
+    tree = cgroup_tree(tmp_path, "0::/\n", {"cpu.max": "50000 100000\n"})
+    monkeypatch.setattr(ledger.task_pool, "cgroup_cpu_quota", lambda: cgroup_cpu_quota(*tree))
+    assert available_cpus() == 1  # half a CPU still gets one
+    (tmp_path / "cgroup" / "cpu.max").write_text(f"{(affinity + 4) * 100000} 100000\n")
+    assert available_cpus() == affinity  # a quota above the affinity changes nothing

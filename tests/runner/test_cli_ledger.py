@@ -134,11 +134,11 @@ def test_damage_exits_1_with_file_and_line(tmp_path: Path) -> None:
 # in its own process. Spawned workers import this script again, as `__mp_main__`.
 WORKERS_CLI = """
 import sys
-import ledger.verify as verify
+import ledger.task_pool as task_pool
 
-verify.PARALLEL_BYTES = verify.CHUNK_BYTES = 0
+task_pool.PARALLEL_BYTES = task_pool.CHUNK_BYTES = 0
 here = []
-check = verify._check_task
+check = task_pool.check_task
 
 
 def counting(paths, chain_id, task_id, *rest):
@@ -146,7 +146,7 @@ def counting(paths, chain_id, task_id, *rest):
     return check(paths, chain_id, task_id, *rest)
 
 
-verify._check_task = counting
+task_pool.check_task = counting
 if __name__ == "__main__":
     from runner.cli import main
 
