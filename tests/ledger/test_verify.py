@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -54,18 +55,34 @@ def test_untouched_project_verifies(project: ProjectPaths) -> None:
     )
 
 
+def format_snippet() -> dict[str, Any]:
+    """The standard-library checker docs/FORMAT.md gives, run as written there."""
+    doc = (Path(__file__).parents[2] / "docs" / "FORMAT.md").read_text()
+    code = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "def check_chain" in code
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "docs/FORMAT.md", "exec"), namespace)
+    return namespace
+
+
 def test_lines_verify_with_the_standard_library_alone(project: ProjectPaths) -> None:
-    # What docs/FORMAT.md promises: json + sha256 suffice (JCS equals sorted compact JSON with
-    # raw UTF-8 for the values events hold).
+    """What docs/FORMAT.md promises: json + sha256 suffice, with the snippet it gives."""
+    snippet = format_snippet()
     for path in [project.events, *sorted(project.tasks.glob("*/events.jsonl"))]:
-        prev = "0" * 64
-        for line in read_lines(path):
-            obj = json.loads(line)
-            claimed = obj.pop("event_hash")
-            canon = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-            assert hashlib.sha256(canon.encode()).hexdigest() == claimed
-            assert obj["prev_event_hash"] == prev
-            prev = claimed
+        snippet["check_chain"](path)
+    line = read_lines(project.task_events("T-0"))[1]
+    record = snippet["check_line"](line)
+    assert record["task_id"] == "T-0"
+    for bad in (
+        line.replace(b'"seq":1', b'"seq":1.0'),  # a float
+        line.replace(b'"seq":1', b'"seq":1,"seq":1'),  # a duplicate member
+        line.replace(b'"seq":1', b'"seq": 1'),  # whitespace
+        line.replace(b'"body":{', b'"body":{"x":9007199254740992,'),  # beyond 2^53 - 1
+        line[:-1],  # no newline
+        line.replace(record["event_hash"].encode(), b"0" * 64),  # another hash
+    ):
+        with pytest.raises(ValueError):
+            snippet["check_line"](bad)
 
 
 @pytest.mark.parametrize("which", ["project", "task"])
@@ -152,6 +169,26 @@ def test_rewritten_tail_with_recomputed_chains_needs_the_expected_head(
     path_s, line, reason = only_problem(report)
     assert (path_s, line) == (str(project.events), before.seq + 1)
     assert "rewritten" in reason
+
+
+def test_a_head_mismatch_does_not_stop_the_other_checks(project: ProjectPaths) -> None:
+    """A chain that differs from a kept head is not broken: the task chains are still checked
+    against its links, and their damage reported beside the mismatch."""
+    before = verify_project(project).project_head
+    assert before is not None
+    lines = read_lines(project.events)
+    lines[1] = lines[1].replace(b'"campaign_id":"c1"', b'"campaign_id":"c2"')
+    write_lines(project.events, rechain(lines, ProjectRecord))
+    task = project.task_events("T-1")
+    task_lines = read_lines(task)
+    task_lines[1] = task_lines[1].replace(b'"r":0', b'"r":9', 1)
+    write_lines(task, task_lines)
+    report = verify_project(project, expect_heads=(before,))
+    assert [(p.path, p.line) for p in report.problems] == [
+        (str(project.events), before.seq + 1),
+        (str(task), 2),
+    ]
+    assert not any("cross-checked" in note for note in report.notes)
 
 
 def test_expect_head_parse_rejects_garbage() -> None:
