@@ -19,23 +19,25 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import lzma
 import os
 import shutil
 import stat
 import tarfile
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Literal, NamedTuple
 
 import anyio
 import msgspec
 
 from protocol.ledger_events import ProjectImported
 
-from .errors import LedgerError, LedgerExists, UnsafeArchive
+from .errors import ChainBroken, LedgerDamaged, LedgerError, LedgerExists, UnsafeArchive
 from .render import write_task_log
 from .store import (
     ProjectManifest,
@@ -53,6 +55,11 @@ MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 MAX_UNPACKED_BYTES = 4 * 1024**3
 CHUNK = 1024 * 1024
 Kind = Literal["zip", "tar", "tar.gz"]
+
+
+class Imported(NamedTuple):
+    project_id: str
+    head: Head
 
 
 class ArchivedFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -111,7 +118,9 @@ def write_archive(paths: ProjectPaths, head: Head, archive: Path, *, jobs: int =
     kind = _kind_of(archive)
     report = verify_project(paths, expect_heads=(head,), jobs=jobs)
     if not report.ok:
-        raise LedgerError(f"refusing to export a damaged ledger: {report.problems[0]}")
+        first = report.problems[0]
+        cause = ChainBroken(Path(first.path), first.line, first.reason, first.expected, first.found)
+        raise LedgerDamaged(cause, "export refused")
     for task_id in paths.task_ids():
         write_task_log(paths, task_id)
     manifest = read_manifest(paths)
@@ -218,18 +227,42 @@ def _check_name(archive: Path, name: str) -> str:
     return "/".join(parts)
 
 
+# What reading a damaged archive raises: the containers' own errors, a compressed stream's
+# (zlib, gzip's BadGzipFile is an OSError, bz2's OSError, lzma; tarfile opens all three), a
+# stream cut short, and zipfile's refusals of what it cannot read (an unknown compression
+# method, an encrypted entry).
+_READ_ERRORS = (
+    OSError,
+    EOFError,
+    zlib.error,
+    lzma.LZMAError,
+    zipfile.BadZipFile,
+    tarfile.TarError,
+    NotImplementedError,
+    RuntimeError,
+)
+
+
 def _open_archive(archive: Path) -> zipfile.ZipFile | tarfile.TarFile:
-    try:
-        if zipfile.is_zipfile(archive):
-            return zipfile.ZipFile(archive)
-        if tarfile.is_tarfile(str(archive)):
-            return tarfile.open(archive)
-    except (OSError, zipfile.BadZipFile, tarfile.TarError) as exc:
-        raise UnsafeArchive(archive, f"cannot read archive: {exc}") from None
+    if zipfile.is_zipfile(archive):
+        return zipfile.ZipFile(archive)
+    if tarfile.is_tarfile(str(archive)):
+        return tarfile.open(archive)
     raise UnsafeArchive(archive, "not a zip or tar archive")
 
 
-def _copy_capped(src: IO[bytes], dst: int, limit: int, archive: Path, name: str) -> str:
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """An `OSError` writing the staging copy is this machine's problem, not the archive's."""
+    try:
+        yield
+    except OSError as exc:
+        raise LedgerError(f"{path}: cannot write: {exc.strerror or exc}") from None
+
+
+def _copy_capped(
+    src: IO[bytes], dst: int, target: Path, limit: int, archive: Path, name: str
+) -> str:
     h = hashlib.sha256()
     total = 0
     while chunk := src.read(CHUNK):
@@ -238,13 +271,27 @@ def _copy_capped(src: IO[bytes], dst: int, limit: int, archive: Path, name: str)
             raise UnsafeArchive(archive, "entry is larger than it claims", name)
         h.update(chunk)
         view = memoryview(chunk)
-        while view:
-            view = view[os.write(dst, view) :]
+        with _writing(target):
+            while view:
+                view = view[os.write(dst, view) :]
     return h.hexdigest()
 
 
 def _extract(archive: Path, into: Path, max_unpacked: int) -> ArchiveManifest:
-    """Extract and check every entry; returns the manifest every file matched."""
+    """Extract and check every entry; returns the manifest every file matched. A damaged
+    archive (a corrupt or cut-short stream anywhere) is an `UnsafeArchive`, never another
+    exception."""
+    reading: list[str | None] = [None]  # the entry being read, to name it
+    try:
+        return _extract_checked(archive, into, max_unpacked, reading)
+    except _READ_ERRORS as exc:
+        reason = f"damaged or unreadable archive: {type(exc).__name__}: {exc}".rstrip(": ")
+        raise UnsafeArchive(archive, reason, reading[0]) from None
+
+
+def _extract_checked(
+    archive: Path, into: Path, max_unpacked: int, reading: list[str | None]
+) -> ArchiveManifest:
     with _open_archive(archive) as opened:
         entries = list(_entries(archive, opened))
         seen: set[str] = set()
@@ -262,8 +309,10 @@ def _extract(archive: Path, into: Path, max_unpacked: int) -> ArchiveManifest:
             raise UnsafeArchive(archive, f"no {MANIFEST_NAME}")
         if manifest_entry.size > MAX_MANIFEST_BYTES:
             raise UnsafeArchive(archive, "manifest too large", MANIFEST_NAME)
+        reading[0] = MANIFEST_NAME
         with manifest_entry.open() as f:  # type: ignore[operator]
             raw = f.read(MAX_MANIFEST_BYTES + 1)
+        reading[0] = None
         try:
             manifest = msgspec.json.decode(raw, type=ArchiveManifest)
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
@@ -289,17 +338,18 @@ def _extract(archive: Path, into: Path, max_unpacked: int) -> ArchiveManifest:
         for entry in files:
             item = listed[entry.name]
             target = into.joinpath(*entry.name.split("/"))
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            with _writing(target):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
             try:
-                try:
-                    with entry.open() as src:  # type: ignore[operator]
-                        digest = _copy_capped(src, fd, item.size, archive, entry.name)
-                except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
-                    raise UnsafeArchive(archive, f"corrupt entry: {exc}", entry.name) from None
+                reading[0] = entry.name
+                with entry.open() as src:  # type: ignore[operator]
+                    digest = _copy_capped(src, fd, target, item.size, archive, entry.name)
+                reading[0] = None
                 if digest != item.sha256:
                     raise UnsafeArchive(archive, "sha256 differs from the manifest", entry.name)
-                os.fsync(fd)
+                with _writing(target):
+                    os.fsync(fd)
             finally:
                 os.close(fd)
     return manifest
@@ -316,10 +366,10 @@ def import_project(
     *,
     max_unpacked_bytes: int = MAX_UNPACKED_BYTES,
     jobs: int = 1,
-) -> Head:
+) -> Imported:
     """Import `archive` under `root` (as `project_id`, default the archive's), verifying it
-    with `jobs` processes (see `verify_project`); returns the new project chain head (its
-    `project_imported` event)."""
+    with `jobs` processes (see `verify_project`); returns the project's id and its new chain
+    head (its `project_imported` event)."""
     if not archive.is_file():
         raise LedgerError(f"{archive}: no such archive")
     if project_id is not None:
@@ -328,7 +378,7 @@ def import_project(
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".import-", dir=root))
     try:
-        head = _import_into(root, staging, archive, project_id, max_unpacked_bytes, jobs)
+        imported = _import_into(root, staging, archive, project_id, max_unpacked_bytes, jobs)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         if created_root:
@@ -336,12 +386,12 @@ def import_project(
                 root.rmdir()
         raise
     shutil.rmtree(staging, ignore_errors=True)
-    return head
+    return imported
 
 
 def _import_into(
     root: Path, staging: Path, archive: Path, project_id: str | None, max_unpacked: int, jobs: int
-) -> Head:
+) -> Imported:
     unpacked = staging / "unpacked"
     unpacked.mkdir()
     manifest = _extract(archive, unpacked, max_unpacked)
@@ -383,7 +433,7 @@ def _import_into(
     head = anyio.run(_record_import, paths, event)
     staged.rename(final)
     fsync_dir(root)
-    return head
+    return Imported(target, head)
 
 
 async def _record_import(paths: ProjectPaths, event: ProjectImported) -> Head:

@@ -20,6 +20,7 @@ from protocol.ledger_events import GENESIS_HASH, TIMESTAMP_PATTERN, ProjectRecor
 
 from .canonical import canonical, sha256_hex
 from .errors import ChainBroken, InvalidEvent
+from .store import read_tail
 
 R = TypeVar("R", ProjectRecord, TaskRecord)
 
@@ -161,15 +162,29 @@ class ChainReader(Generic[R]):
         self.seq = -1
         self.head = GENESIS_HASH
 
-    def resume(self, line: bytes) -> R:
-        """Check `line` as a chain's last line, without the lines before it (O(1) open)."""
+    def resume(self, line: bytes, at: int | None = None) -> R:
+        """Check `line` as a chain's last line, without the lines before it (O(1) open). `at`,
+        where the line starts in the file, lets an undecodable line be numbered (from the
+        line before it) instead of reported as line 0."""
         try:
             peek = self.decoder.decode(line.rstrip(b"\n"))
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            raise ChainBroken(self.path, 0, f"last line is not a valid record: {exc}") from None
+            lineno = 0 if at is None else self.line_after(read_tail(self.path, end=at).last)
+            reason = f"last line is not a valid record: {exc}"
+            raise ChainBroken(self.path, lineno, reason) from None
         self.seq = peek.seq - 1
         self.head = peek.prev_event_hash
         return self.check(line)
+
+    def line_after(self, line: bytes) -> int:
+        """The 1-based number of the line after `line` (1 when there is none, 0 when `line`
+        does not decode)."""
+        if not line:
+            return 1
+        try:
+            return int(self.decoder.decode(line.rstrip(b"\n")).seq) + 2
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            return 0
 
     def check(self, line: bytes) -> R:
         # The hot loop of verify: kept flat on purpose.

@@ -62,11 +62,11 @@ class ChainBroken(LedgerError):
 
 
 class LedgerDamaged(LedgerError):
-    """Appends refused: the ledger holds damage that recovery must not touch."""
+    """Appends (or an export) refused: the ledger holds damage that recovery must not touch."""
 
-    def __init__(self, cause: ChainBroken) -> None:
+    def __init__(self, cause: ChainBroken, refused: str = "appends refused") -> None:
         self.cause = cause
-        super().__init__(f"ledger is damaged, appends refused: {cause}")
+        super().__init__(f"ledger is damaged, {refused}: {cause}")
 
 
 class InvalidEvent(LedgerError):

@@ -82,16 +82,6 @@ def _quarantine(
     )
 
 
-def _line_after(reader: AnyReader, line: bytes) -> int:
-    """The 1-based number of the line after `line` (1 when there is none)."""
-    if not line:
-        return 1
-    try:
-        return int(reader.decoder.decode(line.rstrip(b"\n")).seq) + 2
-    except (msgspec.DecodeError, UnicodeDecodeError):
-        return 0
-
-
 def _last_good(
     reader: AnyReader,
     recovering: bool,
@@ -104,24 +94,22 @@ def _last_good(
     path = reader.path
     tail = read_tail(path)
     if tail.torn:
+        line = reader.line_after(tail.last)
         if not recovering:
-            raise LedgerDamaged(ChainBroken(path, 0, "last line is incomplete (no newline)"))
-        line = _line_after(reader, tail.last)
+            raise LedgerDamaged(ChainBroken(path, line, "last line is incomplete (no newline)"))
         found.append(_quarantine(paths, path, tail.torn_at, line, "torn", task_id))
     last, at = tail.last, tail.last_at
     for retry in (False, True):
         if not last:
             return None
         try:
-            return reader.resume(last)
+            return reader.resume(last, at)
         except ChainBroken as exc:
             if not recovering or retry:
                 raise LedgerDamaged(exc) from None
         # A complete but bad last line after a crash is torn too; the one before must be good.
         before = read_tail(path, end=at)
-        found.append(
-            _quarantine(paths, path, at, _line_after(reader, before.last), "torn", task_id)
-        )
+        found.append(_quarantine(paths, path, at, reader.line_after(before.last), "torn", task_id))
         last, at = before.last, before.last_at
     raise AssertionError("unreachable")
 

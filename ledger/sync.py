@@ -16,7 +16,7 @@ import anyio
 from protocol import is_safe_id
 from protocol.ledger_events import Attempt, AttemptUsage, FinalStatus, ProjectRecord, TaskClosed
 
-from .archive import export_project, import_project
+from .archive import Imported, export_project, import_project
 from .chain import ChainReader
 from .errors import ChainBroken, LedgerError
 from .render import render_task_log, write_task_log
@@ -120,8 +120,25 @@ class WorkflowLogger:
         body = TaskClosed(final_status=status, summary=summary)
         return self._append(task_id, body)
 
-    def verify(self, expect_heads: Sequence[Head] = (), *, jobs: int = 1) -> VerifyReport:
-        return verify_project(self.paths, expect_heads=tuple(expect_heads), jobs=jobs)
+    def verify(
+        self,
+        expect_heads: Sequence[Head] = (),
+        *,
+        task_ids: Sequence[str] | None = None,
+        jobs: int = 1,
+    ) -> VerifyReport:
+        """Verify the project (or only `task_ids`, against the project chain's links to them;
+        a task with no events is an error, not a clean report)."""
+        if task_ids is not None:
+            read_manifest(self.paths)  # no ledger: say so first
+            for task_id in task_ids:
+                self._has_events(task_id)
+        return verify_project(
+            self.paths,
+            expect_heads=tuple(expect_heads),
+            task_ids=None if task_ids is None else tuple(task_ids),
+            jobs=jobs,
+        )
 
     def verify_task_chain(self, task_id: str) -> VerifyReport:
         """Verify one task's chain and its links; raise `ChainBroken` on the first problem."""
@@ -137,6 +154,7 @@ class WorkflowLogger:
         return _tail_head(self.paths)
 
     def task_log(self, task_id: str) -> str:
+        read_manifest(self.paths)
         self._has_events(task_id)
         return render_task_log(self.paths, task_id)
 
@@ -147,6 +165,7 @@ class WorkflowLogger:
         task as it is done, with the damage that kept its log from being written if any (the
         other tasks are still rendered). The writer renders a task's log when it closes the
         task: this renders any task at any time (still open, or after a crash)."""
+        read_manifest(self.paths)  # no ledger: say so, rather than render nothing
         if task_id is not None:
             self._has_events(task_id)
             tasks = [task_id]
@@ -175,7 +194,7 @@ class WorkflowLogger:
         project_id: str | None = None,
         *,
         jobs: int = 1,
-    ) -> Head:
+    ) -> Imported:
         return import_project(Path(root_dir), Path(archive_path), project_id, jobs=jobs)
 
 

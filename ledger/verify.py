@@ -68,10 +68,10 @@ def verify_project(
     ahead = paths.task_ids() if given is None else given
     safe = [name for name in ahead if is_safe_id(name)]
     with TaskChecks(paths, manifest.chain_project_id, safe, dirty, jobs) as checks:
-        links = _verify_project_chain(paths, manifest, report, expect_heads, dirty)
+        links, cross_check = _verify_project_chain(paths, manifest, report, expect_heads, dirty)
         # With the project chain broken, task chains are still checked on their own, but their
-        # links cannot be: the problem already reported is the cause of any mismatch.
-        cross_check = report.project_head is not None and not report.problems
+        # links cannot be: the problem already reported is the cause of any mismatch. (A chain
+        # that differs from an expected head is not broken: it is checked, links and all.)
         if not cross_check:
             report.notes.append("task chains were not cross-checked: the project chain is broken")
         head_seq = report.project_head.seq if cross_check and report.project_head else None
@@ -101,21 +101,23 @@ def _verify_project_chain(
     report: VerifyReport,
     expect_heads: tuple[Head, ...],
     dirty: bool,
-) -> dict[str, LinkDigest]:
+) -> tuple[dict[str, LinkDigest], bool]:
+    """The project chain's links per task, and whether the chain is whole (checked to its
+    end, not empty) so that task chains can be checked against them."""
     identity = {"project_id": manifest.chain_project_id}
     scanner = ChainScanner(paths.events, ProjectRecord, ProjectLine, identity)
     expected = {h.seq: h.hash for h in expect_heads}
     links: dict[str, LinkDigest] = {}
     try:
         for checked in walk(scanner, dirty, report.notes):
-            _note_project_events(checked, links, expected, paths)
+            _note_project_events(checked, links, expected, paths, report)
     except ChainBroken as exc:
         report.problems.append(Problem.of(exc))
-        return links
+        return links, False
     if scanner.seq < 0:
         report.problems.append(Problem(str(paths.events), 1, "project chain is empty"))
-    else:
-        report.project_head = Head(scanner.seq, scanner.head)
+        return links, False
+    report.project_head = Head(scanner.seq, scanner.head)
     report.events += scanner.seq + 1
     for seq in sorted(expected):
         report.problems.append(
@@ -124,7 +126,7 @@ def _verify_project_chain(
                     "events were cut off", f"{seq}:{expected[seq]}",
                     f"{scanner.seq}:{scanner.head}")
         )  # fmt: skip
-    return links
+    return links, True
 
 
 def _note_project_events(
@@ -132,14 +134,17 @@ def _note_project_events(
     links: dict[str, LinkDigest],
     expected: dict[int, str],
     paths: ProjectPaths,
+    report: VerifyReport,
 ) -> None:
     records = checked.records
     first = records[0].seq
     for seq in [s for s in expected if first <= s < first + len(records)]:
         want, head = expected.pop(seq), records[seq - first].event_hash
         if want != head:
-            raise ChainBroken(paths.events, seq + 1, "event differs from the expected head: "
-                              "the chain was rewritten", want, head)  # fmt: skip
+            report.problems.append(
+                Problem(str(paths.events), seq + 1, "event differs from the expected head: "
+                        "the chain was rewritten", want, head)
+            )  # fmt: skip
     touched: list[LinkDigest] = []
     for record in records:
         body = record.body
@@ -202,7 +207,7 @@ def read_head(reader: ChainReader[ProjectRecord] | ChainReader[TaskRecord]) -> H
     tail = read_tail(reader.path)
     if not tail.last:
         raise ChainBroken(reader.path, 1, "chain is empty")
-    record = reader.resume(tail.last)
+    record = reader.resume(tail.last, tail.last_at)
     return Head(record.seq, record.event_hash)
 
 

@@ -192,7 +192,7 @@ def run(root: Path, *, live: bool, cluster: ClusterSettings | None = None) -> De
     if report.ok and report.project_head is not None:
         summary = (
             f"ok: {report.events} events in {1 + len(report.task_heads)} chains, "
-            f"head {report.project_head.seq}:{report.project_head.hash[:16]}"
+            f"head {report.project_head}"  # whole: `verify --expect-head` takes it back
         )
     else:
         summary = "; ".join(str(p) for p in report.problems) or "no project head"

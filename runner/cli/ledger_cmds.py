@@ -19,7 +19,8 @@ from ledger.chain import ChainReader
 from ledger.store import read_manifest, read_tail
 from ledger.sync import WorkflowLogger
 from ledger.task_pool import PARALLEL_BYTES, available_cpus
-from ledger.verify import read_head, verify_project
+from ledger.verify import read_head
+from protocol import Verdict
 from protocol.ledger_events import AttemptUsage, FinalStatus, TaskRecord
 
 EXIT_DAMAGED = 1
@@ -79,13 +80,15 @@ pass_ctx = click.make_pass_decorator(_Ctx)
     type=click.FloatRange(min=0),
     default=0.0,
     show_default=True,
-    help="Seconds to wait for another writer to finish (0: fail at once, exit 3).",
+    help="Seconds to wait for another writer to finish (0: half a second, the most a writer "
+    "that has just died may hold the lock; then exit 3).",
 )
 @click.pass_context
 def ledger(
     ctx: click.Context, root_dir: Path, project_id: str | None, mode: str, lock_timeout: float
 ) -> None:
-    """The hash-chained workflow log: init, attempt, close, verify, export, import, head, show."""
+    """The hash-chained workflow log: init, attempt, close, verify, head, show, render, export,
+    import."""
     ctx.obj = _Ctx(root_dir, project_id, mode, lock_timeout)
 
 
@@ -108,7 +111,7 @@ def init(c: _Ctx) -> None:
 @click.option("--executed-file", multiple=True, help="A file the attempt touched (repeatable).")
 @click.option("--executed-command", multiple=True, help="A command it ran (repeatable).")
 @click.option("--test-results", default="")
-@click.option("--result", required=True, help="PASS, FAIL, REWORK or BLOCKED.")
+@click.option("--result", required=True, type=click.Choice([v.value for v in Verdict]))
 @click.option("--reason-code", required=True, help="UPPER_SNAKE_CASE, e.g. PASS_ALL_CRITERIA.")
 @click.option("--reason-detail", default="")
 @click.option("--next-action", default="")
@@ -188,11 +191,8 @@ def verify(
     """Check every chain, hash and link; exit 1 with file:line: reason for each problem."""
     log = c.logger()
     heads = tuple(Head.parse(h) for h in expect_heads)
-    if task_id is not None:
-        log.paths.task_dir(task_id)
-        report = verify_project(log.paths, expect_heads=heads, task_ids=(task_id,))
-    else:
-        report = log.verify(heads, jobs=jobs)
+    task_ids = None if task_id is None else (task_id,)
+    report = log.verify(heads, task_ids=task_ids, jobs=jobs)
     _print_report(report, as_json)
     if not report.ok:
         raise SystemExit(EXIT_DAMAGED)
@@ -209,10 +209,15 @@ def _print_report(report: VerifyReport, as_json: bool) -> None:
     for problem in report.problems:
         click.echo(f"damage: {problem}", err=True)
     if report.ok:
+        chains = len(report.task_heads) + 1
         click.echo(
-            f"ok: project {report.project_id}: {report.events} events in "
-            f"{len(report.task_heads) + 1} chains; head {report.project_head}"
+            f"ok: project {report.project_id}: {_count(report.events, 'event')} in "
+            f"{_count(chains, 'chain')}; head {report.project_head}"
         )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
 
 
 def _encode(obj: object) -> bytes:
@@ -226,6 +231,10 @@ def head(c: _Ctx, as_json: bool) -> None:
     """Print the chain heads (SEQ:HASH); keep the project head elsewhere to detect cutting."""
     log = c.logger()
     project_head = log.head()
+    if read_tail(log.paths.events).torn:
+        note = (f"note: {log.paths.events} ends in an incomplete line after this head (never "
+                "acknowledged; quarantined when a writer next opens the ledger)")  # fmt: skip
+        click.echo(note, err=True)
     manifest = read_manifest(log.paths)
     tasks = {}
     for task_id in log.paths.task_ids():
@@ -279,10 +288,11 @@ def render(c: _Ctx, task_id: str | None) -> None:
 def _task_state(paths: ProjectPaths, chain_id: str, task_id: str) -> str:
     identity = {"project_id": chain_id, "task_id": task_id}
     reader = ChainReader(paths.task_events(task_id), TaskRecord, identity)
-    record = reader.resume(read_tail(reader.path).last)
+    tail = read_tail(reader.path)
+    record = reader.resume(tail.last, tail.last_at)
     where = str(record.pointer) if record.pointer else "no attempt"
     flags = " closed" if record.closed else (" attempt open" if record.attempt_open else "")
-    return f"{record.seq + 1} events, at {where}{flags}"
+    return f"{_count(record.seq + 1, 'event')}, at {where}{flags}"
 
 
 @ledger.command()
@@ -304,4 +314,4 @@ def import_(c: _Ctx, archive: Path, target_project_id: str | None, jobs: int) ->
     """Import an archive: every file checked, every chain verified, then moved into place."""
     target = target_project_id or c.project_id
     got = WorkflowLogger.import_project(c.root, archive, target, jobs=jobs)
-    click.echo(f"imported {archive} into {c.root}; head {got}")
+    click.echo(f"imported {archive} as project {got.project_id} under {c.root}; head {got.head}")

@@ -8,7 +8,7 @@ import json
 import stat
 import tarfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import msgspec
@@ -80,7 +80,9 @@ def test_round_trip_under_a_new_id_verifies_and_records_its_origin(
     exported: Path, root: Path, project: ProjectPaths
 ) -> None:
     source_head = verify_project(project).project_head
-    head = WorkflowLogger.import_project(root, exported, "migrated")
+    imported = WorkflowLogger.import_project(root, exported, "migrated")
+    assert imported.project_id == "migrated"
+    head = imported.head
     paths = ProjectPaths.of(root, "migrated")
     report = verify_project(paths)
     assert report.ok and report.project_head == head
@@ -264,3 +266,42 @@ def test_task_logs_are_rendered_on_import_not_taken_from_the_archive(
     WorkflowLogger.import_project(root, forged, "copy")
     log = ProjectPaths.of(root, "copy").task_log("T-0").read_text()
     assert "trust me" not in log and "### 0. attempt" in log
+
+
+def damaged_copies(archive: Path, out: Path) -> Iterator[Path]:
+    """`archive` with one byte flipped at 48 places spread over it (headers, data, central
+    directory, trailer), and cut short at five lengths."""
+    data = archive.read_bytes()
+    places = sorted({round(i * (len(data) - 1) / 47) for i in range(48)})
+    for n, at in enumerate(places):
+        path = out / f"flip-{n}-{archive.name}"
+        path.write_bytes(data[:at] + bytes([data[at] ^ 0x5A]) + data[at + 1 :])
+        yield path
+    for cut in (1, len(data) // 4, len(data) // 2, len(data) * 3 // 4, len(data) - 1):
+        path = out / f"cut-{cut}-{archive.name}"
+        path.write_bytes(data[:cut])
+        yield path
+
+
+@pytest.mark.parametrize("name", ["p.zip", "p.tar", "p.tar.gz"])
+def test_a_damaged_archive_is_refused_as_such_or_imports_whole(
+    name: str, project: ProjectPaths, tmp_path: Path, root: Path
+) -> None:
+    """A byte flipped or a cut anywhere: import raises a `LedgerError` that names the archive
+    (zlib's, gzip's, zipfile's and tarfile's own errors included) and writes nothing, or the
+    damage was in bytes no check depends on (a timestamp, padding) and what it imported
+    verifies."""
+    archive = WorkflowLogger(project.root, PROJECT).export_project(tmp_path / name)
+    (tmp_path / "damaged").mkdir()
+    refused = 0
+    for n, copy in enumerate(damaged_copies(archive, tmp_path / "damaged")):
+        before = listing(root)
+        try:
+            import_project(root, copy, f"t-{n}")
+        except LedgerError as exc:
+            assert str(copy) in str(exc), exc
+            assert listing(root) == before, copy
+            refused += 1
+        else:
+            assert verify_project(ProjectPaths.of(root, f"t-{n}")).ok, copy
+    assert refused >= 40, refused  # most bytes matter

@@ -39,7 +39,7 @@ def test_seed_readme_example(tmp_path: Path) -> None:
     archive = logger.export_project(archive_path=tmp_path / "ford-ai-flow.zip")
     head = WorkflowLogger.import_project(
         root_dir=tmp_path / "workflow", archive_path=archive, project_id="ford-ai-flow-migrated"
-    )
+    ).head
     migrated = WorkflowLogger(tmp_path / "workflow", "ford-ai-flow-migrated")
     assert migrated.verify().ok and migrated.head() == head
 

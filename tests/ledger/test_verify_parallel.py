@@ -221,7 +221,7 @@ def test_export_and_import_verify_with_workers_and_refuse_damage(
 ) -> None:
     archive = WorkflowLogger(project.root, PROJECT).export_project(tmp_path / "p.zip", jobs=2)
     root = tmp_path / "imported"
-    head = WorkflowLogger.import_project(root, archive, "copy", jobs=2)
+    head = WorkflowLogger.import_project(root, archive, "copy", jobs=2).head
     assert verify_project(ProjectPaths.of(root, "copy"), jobs=2).project_head == head
     # A forger's archive: a changed task line with a manifest that tells the truth about it.
     edited = hostile_zips(archive)["edited-chain"](tmp_path / "edited.zip")

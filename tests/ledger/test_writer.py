@@ -282,19 +282,27 @@ def test_batch_cut_short_in_the_journal_is_quarantined_whole(project_root: Path)
     assert verify_project(image).ok
 
 
-def test_torn_chain_after_clean_shutdown_is_damage(project_root: Path) -> None:
+@pytest.mark.parametrize("tail", [b'{"attempt_open":false,"bo', b'{"attempt_open":false}\n'])
+def test_torn_chain_after_clean_shutdown_is_damage(project_root: Path, tail: bytes) -> None:
+    """A torn or undecodable last line is refused, and numbered as verify numbers it (the
+    line after the last good one), though the writer reads only the file's end."""
     paths = ProjectPaths.of(project_root, PROJECT)
+    lines = paths.task_events("T").read_bytes().count(b"\n")
     with paths.task_events("T").open("ab") as f:
-        f.write(b'{"attempt_open":false,"bo')
+        f.write(tail)
     before = paths.task_events("T").read_bytes()
 
     async def main() -> None:
         async with open_ledger(project_root, PROJECT) as ledger:
             await ledger.append_task_event("T", attempt(0, 1))
 
-    with pytest.raises(LedgerDamaged):
+    with pytest.raises(LedgerDamaged) as refused:
         anyio.run(main)
+    assert refused.value.cause.line == lines + 1
+    assert f"{paths.task_events('T')}:{lines + 1}: last line" in str(refused.value)
     assert paths.task_events("T").read_bytes() == before
+    problems = verify_project(paths).problems
+    assert [(p.path, p.line) for p in problems] == [(str(paths.task_events("T")), lines + 1)]
 
 
 def test_journal_that_does_not_continue_a_chain_is_damage(project_root: Path) -> None:

@@ -65,6 +65,7 @@ def test_the_original_workflow(tmp_path: Path) -> None:
     imported = ledger(tmp_path, "import", "--archive", str(archive), "--target-project-id",
                       "ford-migrated", project=None)  # fmt: skip
     assert imported.exit_code == 0, imported.output
+    assert f"imported {archive} as project ford-migrated under {tmp_path}" in imported.output
     assert ledger(tmp_path, "verify", project="ford-migrated").exit_code == 0
 
 
@@ -74,13 +75,14 @@ def test_the_original_workflow(tmp_path: Path) -> None:
         (["attempt", "--task-id", "T", "--r", "0", "--s", "2", "--result", "PASS",
           "--reason-code", "X"], "first attempt must be R0/S0; next legal: R0/S0"),
         (["attempt", "--task-id", "T", "--r", "0", "--s", "0", "--result", "MAYBE",
-          "--reason-code", "X"], "$.body.result"),
+          "--reason-code", "X"], "Invalid value for '--result': 'MAYBE' is not one of 'PASS'"),
         (["attempt", "--task-id", "../T", "--r", "0", "--s", "0", "--result", "PASS",
           "--reason-code", "X"], "invalid task id"),
         (["close", "--task-id", "T", "--final-status", "done"], "Invalid value"),
         (["verify", "--expect-head", "12"], "expected SEQ:HASH"),
         (["verify", "--jobs", "0"], "Invalid value for '--jobs'"),
         (["show", "--task-id", "NOPE"], "has no events"),
+        (["verify", "--task-id", "NOPE"], "has no events"),
         (["render", "--task-id", "NOPE"], "has no events"),
         (["render", "--task-id", "../x"], "invalid task id"),
     ],
@@ -97,10 +99,15 @@ def test_bad_input_exits_2_with_a_clear_message(
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
-def test_unknown_project_and_missing_project_id(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "command",
+    [["verify"], ["verify", "--task-id", "T"], ["head"], ["show"], ["show", "--task-id", "T"],
+     ["render"], ["render", "--task-id", "T"], ["export", "--archive", "x.zip"]],
+)  # fmt: skip
+def test_unknown_project_and_missing_project_id(tmp_path: Path, command: list[str]) -> None:
     result = CliRunner().invoke(main, ["ledger", "--root-dir", str(tmp_path), "--project-id",
-                                       "nope", "verify"])  # fmt: skip
-    assert result.exit_code == 2 and "no ledger at" in result.output
+                                       "nope", *command])  # fmt: skip
+    assert result.exit_code == 2 and "no ledger at" in result.output, result.output
     result = CliRunner().invoke(main, ["ledger", "--root-dir", str(tmp_path), "verify"])
     assert result.exit_code == 2 and "--project-id is required" in result.output
     assert not (tmp_path / "nope").exists()
@@ -128,6 +135,41 @@ def test_damage_exits_1_with_file_and_line(tmp_path: Path) -> None:
     # The other tasks are rendered all the same.
     other = tmp_path / "ford" / "tasks" / "T-014" / "task_log.md"
     assert f"\n{other}\n" in result.output and other.exists()
+    # Nor exported: damage, exit 1, and no archive.
+    archive = tmp_path / "d.zip"
+    result = CliRunner().invoke(main, ["ledger", "--root-dir", str(tmp_path), "--project-id",
+                                       "ford", "export", "--archive", str(archive)])  # fmt: skip
+    assert result.exit_code == 1
+    assert f"export refused: {path}:1: event_hash does not match" in result.output
+    assert not archive.exists()
+
+
+def test_head_notes_a_torn_project_chain(tmp_path: Path) -> None:
+    ledger(tmp_path, "init")
+    ledger(tmp_path, *ATTEMPT)
+    before = ledger(tmp_path, "head")
+    assert before.exit_code == 0 and "note:" not in before.output
+    with (tmp_path / "ford" / "events.jsonl").open("ab") as f:
+        f.write(b'{"body":{"ty')
+    after = ledger(tmp_path, "head")
+    assert after.exit_code == 0
+    assert after.stdout == before.stdout  # the head is the last acknowledged event's
+    assert "ends in an incomplete line after this head" in after.stderr
+
+
+def test_a_damaged_archive_is_refused_in_one_line(tmp_path: Path) -> None:
+    ledger(tmp_path, "init")
+    ledger(tmp_path, *ATTEMPT)
+    archive = tmp_path / "p.tar.gz"
+    assert ledger(tmp_path, "export", "--archive", str(archive)).exit_code == 0
+    data = archive.read_bytes()
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(data[: len(data) // 2])  # gzip's EOFError, which click calls "Aborted!"
+    result = CliRunner().invoke(main, ["ledger", "--root-dir", str(tmp_path / "in"),
+                                       "import", "--archive", str(cut)])  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"error: {cut}: damaged or unreadable archive: EOFError")
+    assert not (tmp_path / "in").exists()
 
 
 # The CLI with the parallel threshold at 0 and a chunk per chain, counting the chains checked

@@ -42,9 +42,11 @@ def test_the_demo_ends_as_it_says_and_its_ledger_verifies(tmp_path: Path, execut
     assert set(table) == {t.key for t in demo.TASKS}
     assert {k: got for k, (_, got) in table.items()} == {t.key: t.expected for t in demo.TASKS}
     assert "ledger: ok: " in out.stdout
-    # The directory is kept with --dir, and its ledger verifies on its own.
+    # The directory is kept with --dir, and its ledger verifies on its own; the head printed
+    # is whole, for `verify --expect-head`.
     report = verify_project(ProjectPaths.of(tmp_path / "d" / "progress" / "ledger", "demo"))
     assert report.ok, report.problems
+    assert f"head {report.project_head}\n" in out.stdout
     worktrees = tmp_path / "d" / "progress" / "worktrees"
     assert not worktrees.exists() or not any(worktrees.rglob("*")), "worktrees left behind"
 
