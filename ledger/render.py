@@ -29,8 +29,30 @@ def _fence(text: str) -> list[str]:
     return [ticks, text.rstrip("\n"), ticks]
 
 
+def _text(title: str, value: str) -> list[str]:
+    """A free-text member (an agent wrote it) as one item: on its line when it is one line,
+    else fenced under the item, so that its own lines (``- ...``, ``# ...``) cannot pass for
+    the log's structure."""
+    if not value:
+        return []
+    if "\n" not in value.rstrip("\n"):
+        return [f"- {title}: {value.rstrip()}"]
+    fenced = "\n".join(_fence(value)).split("\n")
+    return [f"- {title}:", "", *(f"  {line}" if line else "" for line in fenced), ""]
+
+
+def _code(value: str) -> str:
+    """`value` as inline code whatever backticks it holds (CommonMark: a longer run of
+    backticks around it, padded with spaces when it starts or ends with one)."""
+    ticks = "`"
+    while ticks in value:
+        ticks += "`"
+    pad = " " if value.startswith("`") or value.endswith("`") else ""
+    return f"{ticks}{pad}{value}{pad}{ticks}"
+
+
 def _items(title: str, values: list[str]) -> list[str]:
-    return [f"- {title}:", *(f"  - `{v}`" for v in values)] if values else []
+    return [f"- {title}:", *(f"  - {_code(v)}" for v in values)] if values else []
 
 
 def _event_lines(record: TaskLine) -> list[str]:
@@ -41,17 +63,17 @@ def _event_lines(record: TaskLine) -> list[str]:
         out += [
             f"- pointer: R{body.r}/S{body.s}",
             f"- result: {body.result} ({body.reason_code})",
-            *([f"- reason: {body.reason_detail}"] if body.reason_detail else []),
-            *([f"- next action: {body.next_action}"] if body.next_action else []),
-            *([f"- change: {body.code_change_summary}"] if body.code_change_summary else []),
-            *([f"- artifact: `{body.code_artifact_ref}`"] if body.code_artifact_ref else []),
-            *([f"- tests: {body.test_results}"] if body.test_results else []),
+            *_text("reason", body.reason_detail),
+            *_text("next action", body.next_action),
+            *_text("change", body.code_change_summary),
+            *([f"- artifact: {_code(body.code_artifact_ref)}"] if body.code_artifact_ref else []),
+            *_text("tests", body.test_results),
             *_items("acceptance", body.acceptance_snapshot),
             *_items("files", body.executed_files),
             *_items("commands", body.executed_commands),
         ]
         if body.code_content:
-            out += ["", *_fence(body.code_content)]
+            out += ["", *_fence(body.code_content), ""]
     elif isinstance(body, AttemptStarted):
         out.append(f"- R{body.r}/S{body.s} {body.kind} on `{body.worker_backend}`")
     elif isinstance(body, StepOutcomeRecorded):
@@ -62,11 +84,10 @@ def _event_lines(record: TaskLine) -> list[str]:
     elif isinstance(body, ReworkDispatched):
         out.append(f"- rework pack `{body.rework_pack.path}` {body.rework_pack.sha256[:12]}")
     elif isinstance(body, AttemptInterrupted):
-        out.append(f"- R{body.r}/S{body.s}: {body.reason}")
+        out += _text(f"R{body.r}/S{body.s}", body.reason) or [f"- R{body.r}/S{body.s}"]
     elif isinstance(body, TaskClosed):
         out.append(f"- final status: {body.final_status}")
-        if body.summary:
-            out.append(f"- summary: {body.summary}")
+        out += _text("summary", body.summary)
     out += [f"- hash: `{record.event_hash}`", ""]
     return out
 

@@ -36,12 +36,13 @@ TAIL_CHUNK = 64 * 1024
 
 class ProjectManifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """`project_id` names the directory; `chain_project_id` is the id every event carries (it
-    differs after an import under a new id, which keeps the original events and hashes)."""
+    differs after an import under a new id, which keeps the original events and hashes).
+    `format` has no default: a manifest that does not say which format it is, is refused."""
 
     project_id: str
     chain_project_id: str
     created_at: str
-    format: int = FORMAT_VERSION
+    format: int
 
 
 class SchemaVersion(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

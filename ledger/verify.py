@@ -21,8 +21,10 @@ import msgspec
 
 from protocol import is_safe_id
 from protocol.ledger_events import (
+    FORMAT_VERSION,
     GENESIS_HASH,
     MAX_SAFE_INT,
+    ProjectCreated,
     ProjectRecord,
     TaskEventsLinked,
     TaskRecord,
@@ -145,10 +147,19 @@ def _note_project_events(
                 Problem(str(paths.events), seq + 1, "event differs from the expected head: "
                         "the chain was rewritten", want, head)
             )  # fmt: skip
+    if first == 0:
+        created = records[0].body
+        if type(created) is not ProjectCreated:
+            raise ChainBroken(paths.events, 1, "project chain does not start with project_created")
+        if created.format != FORMAT_VERSION:
+            raise ChainBroken(paths.events, 1, "project_created names another format",
+                              str(FORMAT_VERSION), str(created.format))  # fmt: skip
     touched: list[LinkDigest] = []
     for record in records:
         body = record.body
         if type(body) is not Links:
+            if type(body) is ProjectCreated and record.seq:
+                raise ChainBroken(paths.events, record.seq + 1, "project_created after seq 0")
             continue
         seq = record.seq
         for event in body.events:

@@ -36,6 +36,7 @@ import structlog
 
 from protocol import is_safe_id
 from protocol.ledger_events import (
+    FORMAT_VERSION,
     GENESIS_HASH,
     PROJECT_EVENT_TYPES,
     TASK_EVENT_TYPES,
@@ -88,7 +89,10 @@ def _decoders(types: tuple[type[Any], ...]) -> dict[type[Any], msgspec.json.Deco
 
 
 _TASK_BODIES = _decoders(TASK_EVENT_TYPES)
-_PROJECT_BODIES = _decoders(tuple(t for t in PROJECT_EVENT_TYPES if t is not TaskEventsLinked))
+# The writer's own (links) and init's (the chain's first event) are not for producers.
+_PROJECT_BODIES = _decoders(
+    tuple(t for t in PROJECT_EVENT_TYPES if t not in (TaskEventsLinked, ProjectCreated))
+)
 _TASK_TAGS: dict[type[Any], bytes] = {t: t.__struct_config__.tag.encode() for t in TASK_EVENT_TYPES}
 
 
@@ -532,7 +536,8 @@ def _create(paths: ProjectPaths) -> None:
     )  # fmt: skip
     write_file_atomic(paths.events, line)
     write_file_atomic(paths.schema_version, _pretty(SchemaVersion()))
-    write_file_atomic(paths.manifest, _pretty(ProjectManifest(project_id, project_id, now)))
+    manifest = ProjectManifest(project_id, project_id, now, FORMAT_VERSION)
+    write_file_atomic(paths.manifest, _pretty(manifest))
     fsync_dir(paths.root)
 
 

@@ -191,17 +191,30 @@ async def test_a_ledger_opened_only_to_read_starts_no_commit_process(tmp_path: P
         assert commit_processes(paths) == []
 
 
-def test_a_format_1_ledger_is_refused_naming_the_manifest(project_root: Path) -> None:
+@pytest.mark.parametrize(
+    ("edited", "message"),
+    [
+        (b'"format": 1', r"project_manifest.json: ledger format 1"),
+        # A manifest that does not say its format is not taken for the current one.
+        (b"", r"project_manifest.json: not a project manifest: Object missing required field"),
+    ],
+)
+def test_a_ledger_of_another_format_is_refused_naming_the_manifest(
+    project_root: Path, edited: bytes, message: str
+) -> None:
     paths = ProjectPaths.of(project_root, PROJECT)
     manifest = paths.manifest.read_bytes()
-    paths.manifest.write_bytes(manifest.replace(b'"format": 2', b'"format": 1'))
-    assert paths.manifest.read_bytes() != manifest
+    member = b'"format": 2'
+    assert manifest.count(member) == 1
+    paths.manifest.write_bytes(
+        manifest.replace(b",\n  " + member, b",\n  " + edited if edited else b"")
+    )
 
     async def main() -> None:
         async with open_ledger(project_root, PROJECT):
             pass
 
-    with pytest.raises(LedgerError, match=r"project_manifest.json: ledger format 1"):
+    with pytest.raises(LedgerError, match=message):
         anyio.run(main)
 
 

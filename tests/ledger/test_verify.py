@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -189,6 +190,26 @@ def test_a_head_mismatch_does_not_stop_the_other_checks(project: ProjectPaths) -
         (str(task), 2),
     ]
     assert not any("cross-checked" in note for note in report.notes)
+
+
+@pytest.mark.parametrize(
+    ("edit", "line", "reason"),
+    [
+        (lambda lines: lines[1:], 1, "does not start with project_created"),
+        (lambda lines: [*lines, lines[0]], None, "project_created after seq 0"),
+        (lambda lines: [lines[0].replace(b'"format":2', b'"format":3'), *lines[1:]], 1,
+         "project_created names another format"),
+    ],
+)  # fmt: skip
+def test_project_created_is_the_first_event_and_only_there(
+    project: ProjectPaths, edit: Callable[[list[Line]], list[Line]], line: int | None, reason: str
+) -> None:
+    """Rehashed as a forger would, so that only this rule can find it."""
+    lines = edit(read_lines(project.events))
+    write_lines(project.events, rechain(lines, ProjectRecord))
+    path_s, at, found = only_problem(verify_project(project))
+    assert (path_s, at) == (str(project.events), line or len(lines))
+    assert reason in found
 
 
 def test_expect_head_parse_rejects_garbage() -> None:

@@ -30,6 +30,7 @@ from protocol.ledger_events import (
     AttemptStarted,
     CampaignFinished,
     FinalStatus,
+    ProjectCreated,
     ProjectRecord,
     RecoveredTornTail,
     StepOutcomeRecorded,
@@ -141,6 +142,8 @@ async def test_invalid_events_and_ids_are_refused_before_writing(tmp_path: Path)
             await ledger.append_task_event("T", attempt(-1, 0))
         with pytest.raises(InvalidEvent):
             await ledger.append_project_event(attempt(0, 0))
+        with pytest.raises(InvalidEvent):  # init's alone: the chain's first event
+            await ledger.append_project_event(ProjectCreated())
         with pytest.raises(InvalidEvent):
             await ledger.append_task_event("T", attempt("zero", None))  # type: ignore[arg-type]
         with pytest.raises(InvalidEvent):
