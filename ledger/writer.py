@@ -209,7 +209,7 @@ class Ledger:
         self._jobs = 0  # jobs submitted; a batch's number is its job's
         self._waiting: deque[_Batch] = deque()
         self._last_job = -1  # the close's checkpoint job, once submitted
-        self._closed_tasks: set[str] = set()  # closed and committed: task_log.md to render
+        self._task_logs: set[str] = set()  # task_log.md to render on close
 
     # --- producers ---------------------------------------------------------------------------
 
@@ -449,7 +449,7 @@ class Ledger:
             self._tasks.update(batch.tasks)
             self._head = batch.head
             # A task is closed at most once: closed in its batch means closed by this batch.
-            self._closed_tasks.update(t for t, state in batch.tasks.items() if state.closed)
+            self._task_logs.update(t for t, state in batch.tasks.items() if state.closed)
         if error is None:
             for request in batch.requests:
                 if request.body is None and request.error is None:  # a flush
@@ -476,14 +476,20 @@ class Ledger:
         self._waiting.clear()
         self._queued.clear()
 
+    def render_log_on_close(self, task_id: str) -> None:
+        """Have `task_log.md` of a task left open rendered when this ledger closes, as a
+        closed task's is: for a task someone will want to read now (a campaign's failed one)."""
+        safe_id("task id", task_id)
+        self._task_logs.add(task_id)
+
     async def _write_task_logs(self) -> None:
-        """Render `task_log.md` of every task this writer closed, once the final checkpoint
-        has brought the chain files up to date: each task once in its life, when it is done
-        (`runner ledger render` renders any task at any time). Not after a failure (the files
-        may lack lines until the next writer's recovery), and not when the body raised or was
-        cancelled (closing must not wait for it). The logs are derived: failing to write one
-        is a warning."""
-        tasks, self._closed_tasks = sorted(self._closed_tasks), set()
+        """Render `task_log.md` of every task this writer closed (or was asked to render),
+        once the final checkpoint has brought the chain files up to date: a closed task once in
+        its life, when it is done (`runner ledger render` renders any task at any time). Not
+        after a failure (the files may lack lines until the next writer's recovery), and not
+        when the body raised or was cancelled (closing must not wait for it). The logs are
+        derived: failing to write one is a warning."""
+        tasks, self._task_logs = sorted(self._task_logs), set()
         if not tasks or self._committer is None:
             return
         if self._committer.progress().error is not None:

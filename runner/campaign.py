@@ -392,6 +392,9 @@ class Campaign:
                 report.failed.append(key)
             elif status is TaskStatus.BLOCKED:
                 report.blocked.append(key)
+            if status in (TaskStatus.FAILED, TaskStatus.BLOCKED):
+                # Left open in the ledger (a later campaign may retry it), and worth reading now.
+                self.ledger.render_log_on_close(key)
         if end.infrastructure and status is TaskStatus.PENDING:
             self._retries[key] = self._retries.get(key, 0) + 1
             delay = retry_delay(

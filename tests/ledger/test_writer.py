@@ -421,3 +421,11 @@ async def test_the_writer_renders_the_log_of_each_task_it_closed_when_it_closes(
             )
             raise RuntimeError("the body failed")
     assert not paths.task_log("T-open").exists()
+    # A task left open, when asked for (a campaign's failed task): rendered on close too.
+    async with open_ledger(tmp_path, PROJECT) as ledger:
+        await ledger.append_task_event("T-left", attempt(0, 0, code_content="y = 2\n"))
+        ledger.render_log_on_close("T-left")
+        with pytest.raises(InvalidLedgerId):
+            ledger.render_log_on_close("../x")
+    assert not ledger.task_state("T-left").closed
+    assert "y = 2" in paths.task_log("T-left").read_text()

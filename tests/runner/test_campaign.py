@@ -133,11 +133,13 @@ def test_each_task_has_the_expected_event_sequence_and_pointers(run: Run) -> Non
     assert p.event_types("mem") == INFRA
     assert p.event_types("crash") == INFRA
     assert p.event_types("after_oos") == []
-    # Each closed task's log is rendered for people (docs/ledger.md); a failed one, still open
-    # in the ledger, has none until `runner ledger render`.
-    logs = {key: (p.ledger_dir / "tasks" / key / "task_log.md") for key in ("pass1", "lie")}
+    # Each task's log is rendered for people (docs/ledger.md): a closed task's, and a failed
+    # one's, still open in the ledger; a task that never ran has none.
+    logs = {key: p.ledger_dir / "tasks" / key / "task_log.md" for key in p.queue()}
     assert "final status: accepted" in logs["pass1"].read_text()
-    assert not logs["lie"].exists()
+    lie = logs["lie"].read_text()
+    assert "rework_dispatched" in lie and "final status" not in lie
+    assert {key for key, path in logs.items() if path.exists()} == set(p.queue()) - {"after_oos"}
 
     def started(key: str) -> list[tuple[int, int, str]]:
         return [

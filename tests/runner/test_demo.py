@@ -47,6 +47,9 @@ def test_the_demo_ends_as_it_says_and_its_ledger_verifies(tmp_path: Path, execut
     report = verify_project(ProjectPaths.of(tmp_path / "d" / "progress" / "ledger", "demo"))
     assert report.ok, report.problems
     assert f"head {report.project_head}\n" in out.stdout
+    # Every task has its log to read, those that failed (left open in the ledger) included.
+    tasks = tmp_path / "d" / "progress" / "ledger" / "demo" / "tasks"
+    assert {p.parent.name for p in tasks.glob("*/task_log.md")} == {t.key for t in demo.TASKS}
     worktrees = tmp_path / "d" / "progress" / "worktrees"
     assert not worktrees.exists() or not any(worktrees.rglob("*")), "worktrees left behind"
 
