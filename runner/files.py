@@ -8,8 +8,21 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from pathlib import Path
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux tells (`os.umask` can only
+    set it, and setting it is process-wide)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_atomic(
@@ -17,20 +30,27 @@ def write_atomic(
 ) -> Path:
     """Replace `path` with `data` atomically and durably; creates parent directories.
 
-    `mode` sets the permission bits before the rename, so the file never appears with other
-    bits (the temporary file is created 0o600). `durable=False` skips the fsyncs: still never
-    torn for readers or after a kill, but a power loss may lose the write; for data whose
-    loss is detected anyway (content-addressed blobs, verified by hash before use).
+    The file gets `mode`, or else the permission bits of the file it replaces, or else those
+    a plain `open` would give it (0o666 less the umask): the temporary file `mkstemp` makes
+    is 0o600, which would leave the queue or a report unreadable to the people and tools that
+    share the directory. The bits are set before the rename, so the file never appears with
+    others. `durable=False` skips the fsyncs: still never torn for readers or after a kill,
+    but a power loss may lose the write; for data whose loss is detected anyway
+    (content-addressed blobs, verified by hash before use).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    if mode is None:
+        try:
+            mode = stat.S_IMODE(target.stat().st_mode)
+        except OSError:
+            mode = 0o666 & ~_umask()
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as tmp:
             tmp.write(data)
             tmp.flush()
-            if mode is not None:
-                os.fchmod(tmp.fileno(), mode)
+            os.fchmod(tmp.fileno(), mode)
             if durable:
                 os.fsync(tmp.fileno())
         Path(tmp_name).replace(target)

@@ -44,7 +44,11 @@ def demo(keep: bool, directory: Path | None, executor: ExecutorKind, workers: in
     cluster = ClusterSettings(executor=executor, workers=workers)
     check_settings(cluster)  # before anything is written
     if directory is not None:
-        directory.mkdir(parents=True)
+        try:
+            directory.mkdir(parents=True)
+        except OSError as exc:
+            reason = "exists already" if isinstance(exc, FileExistsError) else exc.strerror
+            raise click.BadParameter(f"{directory}: {reason}", param_hint="--dir") from None
         root = directory.resolve()
     else:
         root = demo_run.temp_root()

@@ -59,3 +59,10 @@ def test_bad_demo_options_exit_2_before_anything_is_written(tmp_path: Path) -> N
     assert out.returncode == 2
     assert "--workers is for --executor dask-local" in out.stderr
     assert not (tmp_path / "d").exists()
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "mine.txt").write_text("keep me\n")
+    out = run_demo("--dir", str(tmp_path / "d"))
+    assert out.returncode == 2, out.stderr
+    assert f"Invalid value for --dir: {tmp_path / 'd'}: exists already" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert [p.name for p in (tmp_path / "d").iterdir()] == ["mine.txt"]

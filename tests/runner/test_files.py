@@ -36,3 +36,21 @@ def test_killed_writer_leaves_old_or_new_content_never_torn(tmp_path: Path) -> N
         proc.wait()
     data = target.read_bytes()
     assert data == b"old" * 1000 or data.startswith(b"new")
+
+
+def test_permission_bits_are_kept_or_follow_the_umask(tmp_path: Path) -> None:
+    """Not mkstemp's 0o600: a queue or a report others share stays readable to them."""
+    fresh = tmp_path / "fresh.json"
+    code = (
+        "import os, sys; from runner.files import write_atomic\n"
+        "os.umask(0o027); write_atomic(sys.argv[1], b'x')\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(fresh)], check=True)
+    assert fresh.stat().st_mode & 0o777 == 0o640  # 0o666 less the umask
+    shared = tmp_path / "shared.json"
+    shared.write_bytes(b"old")
+    shared.chmod(0o664)
+    write_atomic(shared, b"new")
+    assert shared.stat().st_mode & 0o777 == 0o664  # the replaced file's bits
+    write_atomic(shared, b"newer", mode=0o600)
+    assert shared.stat().st_mode & 0o777 == 0o600  # unless told
