@@ -97,6 +97,13 @@ def check_settings(cluster: ClusterSettings) -> None:
         raise ExecutorError("--remote and --worker-cache-dir are for the Dask executors")
     if kind != "local":
         _distributed()
+    if kind == "dask":
+        from distributed.comm import get_address_host_port
+
+        try:
+            get_address_host_port(str(cluster.scheduler))
+        except ValueError as exc:
+            raise ExecutorError(f"--scheduler: {exc} (expected tcp://HOST:PORT)") from None
 
 
 def _distributed() -> ModuleType:
@@ -181,7 +188,10 @@ async def _connect(dd: ModuleType, address: str, within: float) -> Client:
         with anyio.fail_after(within):
             client: Client = await dd.Client(address, asynchronous=True, timeout=within)
     except (OSError, TimeoutError) as exc:
-        raise ClusterUnavailable(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+        reason = str(exc) or f"no answer within {within:g} s"
+        raise ClusterUnavailable(
+            f"cannot reach the Dask scheduler at {address}: {reason}"
+        ) from None
     return client
 
 

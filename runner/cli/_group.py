@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import click
@@ -52,6 +53,18 @@ ERROR_EXIT_CODES: list[tuple[type[BaseException], int]] = [
     (ClusterUnavailable, EXIT_CLUSTER),
     (ExecutorError, EXIT_INPUT),
 ]
+
+
+class FiniteFloatRange(click.FloatRange):
+    """`click.FloatRange` that also refuses ``nan`` and ``inf``, which `float` accepts and a
+    range check lets through (every comparison with nan is false): a limit of nan seconds
+    would silently be no limit, and a poll interval of nan a crash deep in the event loop."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:

@@ -15,7 +15,7 @@ import msgspec
 import protocol
 from protocol import CampaignConfig, ClusterConfig
 from runner.campaign import CampaignReport
-from runner.cli._group import EXIT_CLUSTER
+from runner.cli._group import EXIT_CLUSTER, FiniteFloatRange
 from runner.distributed import EXECUTOR_KINDS, ClusterSettings
 from runner.engine import EngineError, Settings, default_project_id, run_campaign
 from runner.live import Board, is_terminal
@@ -52,8 +52,8 @@ def engine_options(f: F) -> F:
         click.option("--max-rework-rounds", type=click.IntRange(min=0)),
         click.option("--verify-commands", is_flag=True, default=None,
                      help="Re-run each pack's commands in the workspace before reviewing."),
-        click.option("--max-runtime-sec", type=click.FloatRange(min=0, min_open=True)),
-        click.option("--max-silence-sec", type=click.FloatRange(min=0, min_open=True)),
+        click.option("--max-runtime-sec", type=FiniteFloatRange(min=0, min_open=True)),
+        click.option("--max-silence-sec", type=FiniteFloatRange(min=0, min_open=True)),
         click.option("--max-memory-mb", type=click.IntRange(min=1)),
         click.option("--ledger-root", type=click.Path(file_okay=False, path_type=Path),
                      help="[default: <progress-dir>/ledger]"),
@@ -72,7 +72,7 @@ def engine_options(f: F) -> F:
                      help="Run id suffix of auto-planned steps (<task>_<prefix>)."),
         click.option("--seed", type=int, help="Seed for backoff jitter."),
         click.option("--no-live", is_flag=True, help="No live view on a terminal."),
-        click.option("--lock-timeout", type=click.FloatRange(min=0), default=0.0,
+        click.option("--lock-timeout", type=FiniteFloatRange(min=0), default=0.0,
                      show_default=True, help="Wait this long for another runner's locks."),
         click.option("--executor", type=click.Choice(EXECUTOR_KINDS),
                      help="Where steps run: here, on the Dask cluster of --scheduler, or on a "
@@ -88,7 +88,7 @@ def engine_options(f: F) -> F:
         click.option("--worker-cache-dir", type=click.Path(file_okay=False, path_type=Path),
                      help="Workers' repository cache [default: <progress-dir>/worker-cache "
                           "for dask-local, the worker's own for dask]."),
-        click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True),
+        click.option("--connect-timeout", type=FiniteFloatRange(min=0, min_open=True),
                      help="Seconds to reach the Dask scheduler and see a worker there "
                           "[default: the config's cluster.connect_timeout_sec, 30]."),
     ]  # fmt: skip

@@ -34,6 +34,7 @@ import click
 
 import protocol
 from protocol import EndReason
+from runner.cli._group import FiniteFloatRange
 from runner.dispatch import (
     Dispatch,
     DispatchPlan,
@@ -65,7 +66,7 @@ LIMIT_NAMES = (
     "poll_interval_sec",
     "kill_grace_sec",
 )
-_positive = click.FloatRange(min=0, min_open=True)
+_positive = FiniteFloatRange(min=0, min_open=True)
 
 
 def _with_options(f: Callable[..., Any], options: list[Callable[[Any], Any]]) -> Any:
@@ -101,7 +102,7 @@ def limit_options(f: click.decorators.FC) -> click.decorators.FC:
             ),
             click.option(
                 "--kill-grace-sec",
-                type=click.FloatRange(min=0),
+                type=FiniteFloatRange(min=0),
                 default=2.0,
                 show_default=True,
                 help="Time between SIGTERM and SIGKILL.",
@@ -195,6 +196,14 @@ def exec_command(
     Exit code: the command's, 124 runtime/silence limit, 137 memory limit, 126 cannot run,
     127 not found, 130/143/129 cancelled by SIGINT/SIGTERM/SIGHUP, 125 runner failure.
     """
+    if outcome_file is not None:
+        for option, path in (("--stdout", stdout_file), ("--stderr", stderr_file)):
+            if path is not None and path.resolve() == outcome_file.resolve():
+                raise click.BadParameter(
+                    f"{outcome_file} is also {option}: the outcome would replace the "
+                    "command's output",
+                    param_hint="--outcome-file",
+                )
     spec = StepSpec(
         argv=list(command),
         stdout=stdout_file if stdout_file is not None else sys.stdout.fileno(),

@@ -24,7 +24,7 @@ from runner.facts import gather_facts
 from runner.files import write_atomic
 from runner.log import get_logger
 
-from ._group import EXIT_INPUT
+from ._group import EXIT_INPUT, FiniteFloatRange
 
 EXIT_PASS = 0
 EXIT_NOT_PASSED = 1
@@ -65,7 +65,7 @@ class OutputError(click.ClickException):
 )
 @click.option(
     "--command-timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=0, min_open=True),
     help="Seconds per re-run (default: the pack's timeout_sec, else 600).",
 )
 @click.option("--write-review-file", type=_FILE, help="Write the QAReview JSON here.")

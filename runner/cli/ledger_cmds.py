@@ -22,6 +22,7 @@ from ledger.task_pool import PARALLEL_BYTES, available_cpus
 from ledger.verify import read_head
 from protocol import Verdict
 from protocol.ledger_events import AttemptUsage, FinalStatus, TaskRecord
+from runner.cli._group import FiniteFloatRange
 
 EXIT_DAMAGED = 1
 
@@ -77,7 +78,7 @@ pass_ctx = click.make_pass_decorator(_Ctx)
 )
 @click.option(
     "--lock-timeout",
-    type=click.FloatRange(min=0),
+    type=FiniteFloatRange(min=0),
     default=0.0,
     show_default=True,
     help="Seconds to wait for another writer to finish (0: half a second, the most a writer "

@@ -20,6 +20,7 @@ from runner.checkpoint import (
     rollback,
     verify_checkpoint,
 )
+from runner.cli._group import FiniteFloatRange
 from runner.requirements import (
     DEFAULT_CONTROLLER_TIMEOUT,
     check_freeze,
@@ -233,7 +234,7 @@ def requirements() -> None:
 @click.option("--controller-model", help="A label for the model behind the controller.")
 @click.option(
     "--controller-timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=0, min_open=True),
     default=DEFAULT_CONTROLLER_TIMEOUT,
     show_default=True,
     help="Seconds the controller command may run.",

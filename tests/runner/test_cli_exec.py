@@ -101,13 +101,24 @@ def test_exit_codes(args: list[str], code: int, reason: str) -> None:
         (["--max-runtime-sec", "-1", "--", "true"], "--max-runtime-sec"),
         (["--max-memory-mb", "lots", "--", "true"], "--max-memory-mb"),
         ([], "Missing argument"),
+        # nan passes a range check (every comparison is false): no limit, or a crash.
+        (["--max-runtime-sec", "nan", "--", "true"], "'nan' is not a finite number"),
+        (["--max-silence-sec", "inf", "--", "true"], "--max-silence-sec"),
+        (["--poll-interval-sec", "nan", "--", "true"], "--poll-interval-sec"),
+        (["--kill-grace-sec", "NaN", "--", "true"], "--kill-grace-sec"),
+        (["--stdout", "same", "--outcome-file", "./same", "--", "echo", "hi"],
+         "same is also --stdout: the outcome would replace the command's output"),
     ],
-)
-def test_bad_usage_is_exit_2_without_running(args: list[str], words: str) -> None:
+)  # fmt: skip
+def test_bad_usage_is_exit_2_without_running(
+    args: list[str], words: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
     result = runner_exec(*args)
     assert result.returncode == 2
     assert words.encode() in result.stderr
     assert b"Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_unwritable_outcome_file_is_exit_125_and_outcome_still_printed(tmp_path: Path) -> None:

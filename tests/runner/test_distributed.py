@@ -263,6 +263,10 @@ def test_a_scheduler_that_would_rerun_a_lost_step_is_refused(tmp_path: Path) -> 
     ("args", "message"),
     [
         (["--executor", "dask"], "needs --scheduler"),
+        (
+            ["--executor", "dask", "--scheduler", "notanaddress"],
+            "--scheduler: missing port number in address 'notanaddress'",
+        ),
         (["--scheduler", "tcp://127.0.0.1:1"], "--scheduler is for --executor dask"),
         (["--workers", "2"], "--workers is for --executor dask-local"),
         (["--executor", "dask-local", "--remote", "x", "--workers", "0"], "0 is not in the range"),
@@ -285,7 +289,8 @@ def test_an_unreachable_scheduler_is_exit_4(tmp_path: Path) -> None:
         "--executor", "dask", "--scheduler", "tcp://127.0.0.1:9", "--connect-timeout", "2"
     )
     assert result.returncode == 4, result.stderr
-    assert "cannot reach the Dask scheduler" in result.stderr
+    assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9: " in result.stderr
+    assert "tcp://127.0.0.1:9: \n" not in result.stderr  # a reason follows
     assert not project.ledger_dir.exists()
 
 
