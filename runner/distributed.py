@@ -98,7 +98,7 @@ def check_settings(cluster: ClusterSettings) -> None:
     if kind != "local":
         _distributed()
     if kind == "dask":
-        from distributed.comm import get_address_host_port
+        from distributed.comm.addressing import get_address_host_port
 
         try:
             get_address_host_port(str(cluster.scheduler))
