@@ -11,7 +11,13 @@ adds only which of them an attempt takes (`next_attempt`).
 """
 
 from . import contract, intake, scoreboard, snapshot, triage
-from .attempts import AttemptCause, cause_after_outcome, cause_after_review, next_attempt
+from .attempts import (
+    AttemptCause,
+    cause_after_outcome,
+    cause_after_review,
+    next_attempt,
+    rework_to_repeat,
+)
 from .backoff import retry_delay
 from .dependencies import DependencyKind, dependency_kind, dependency_violation
 from .dialogue import RequirementsDraft, draft_from_dialogue, render_draft
@@ -102,6 +108,7 @@ __all__ = [
     "render_draft",
     "retry_delay",
     "review",
+    "rework_to_repeat",
     "scope_rules_of",
     "scoreboard",
     "snapshot",

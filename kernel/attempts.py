@@ -10,6 +10,9 @@ two legal next pointers an attempt takes, from why the last one ended:
 - **revision** (R+1, S0) after a *review* that asked for rework: the work was judged and found
   wanting, so the next attempt follows a ReworkPack, a new approach.
 
+A retry repeats the instructions of the attempt it retries: a revision that was dispatched with
+a ReworkPack is retried with that ReworkPack again (`rework_to_repeat`), not with the StepPack.
+
 A review that says PASS or FAIL ends the step; there is no next attempt (`cause_after_review`
 returns None). How many retries and revisions a step may take is the engine's business
 (`RetryPolicy.max_attempts`, the queue's `max_attempts`), not this module's.
@@ -18,6 +21,7 @@ returns None). How many retries and revisions a step may take is the engine's bu
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 
 from protocol import (
     FIRST_ATTEMPT,
@@ -27,6 +31,7 @@ from protocol import (
     ReviewVerdict,
     StepOutcome,
 )
+from protocol.ledger_events import AttemptStarted, ReworkDispatched
 
 
 class AttemptCause(enum.StrEnum):
@@ -44,6 +49,29 @@ def next_attempt(last: AttemptPointer | None, cause: AttemptCause) -> AttemptPoi
     if cause is AttemptCause.INFRASTRUCTURE:
         return last.retry()
     return last.revise()
+
+
+def rework_to_repeat(events: Iterable[object], retry: AttemptPointer) -> ReworkDispatched | None:
+    """The rework a retry must give the agent again, if any.
+
+    `events` are the bodies of the task's ledger chain, in order. A retry R<r>/S<s> (s > 0)
+    repeats the instructions of R<r>/S0: when that revision was dispatched with a ReworkPack,
+    the ``rework_dispatched`` recorded right before its ``attempt_started`` (the cycle records
+    the one, then starts the other); None when R<r>/S0 started from the StepPack (a first
+    attempt, a revision a new cycle began, a conflict rework whose workspace hooks failed before
+    anything was dispatched), and for a pointer that is no retry (S0).
+    """
+    if retry.s == 0:
+        return None
+    before: object = None
+    found: ReworkDispatched | None = None
+    for body in events:
+        if isinstance(body, AttemptStarted) and (body.r, body.s) == (retry.r, 0):
+            found = None
+            if isinstance(before, ReworkDispatched) and before.r + 1 == retry.r:
+                found = before
+        before = body
+    return found
 
 
 _INFRASTRUCTURE_ENDS = frozenset(

@@ -40,6 +40,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import NamedTuple
 
 TOKEN_ENV = "RUNNER_STEP_TOKEN"
@@ -360,6 +361,41 @@ def _token_of(pid: int) -> bytes | None:
         if entry.startswith(prefix):
             return entry[len(prefix) :]
     return None
+
+
+def kill_orphans(directory: Path) -> int:
+    """Kill what a dead runner's steps left running in `directory` (their worktrees); returns
+    how many processes were sent SIGKILL.
+
+    The supervisor that enforced their limits died (SIGKILL, a lost machine), so an agent that
+    hangs would run on for good. A step's process is found by its token in its environment
+    and its working directory inside `directory` (a worktree deleted meanwhile still counts:
+    the kernel reports it as ``<path> (deleted)``); then every process of its session goes,
+    each step running in a session of its own. Call it only where no live runner can have a
+    step in `directory` (its owner's lock held): the token says "a step's", not "a dead
+    runner's". A process that left both the directory and its session, and cleared its
+    environment, is not found. This process's session is never touched.
+    """
+    root = os.fsencode(directory.resolve()).rstrip(b"/") + b"/"
+    me, own = os.getpid(), os.getsid(0)
+    sessions: set[int] = set()
+    with os.scandir("/proc") as entries:
+        pids = [int(entry.name) for entry in entries if entry.name.isdigit()]
+    for pid in pids:
+        if pid == me or _token_of(pid) is None:
+            continue
+        with contextlib.suppress(OSError):
+            cwd = os.fsencode(Path(f"/proc/{pid}/cwd").readlink())
+            if (cwd + b"/").startswith(root):
+                sessions.add(os.getsid(pid))
+    sessions.discard(own)
+    killed = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            if pid != me and os.getsid(pid) in sessions:
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+    return killed
 
 
 _SCANNER = _Scanner()

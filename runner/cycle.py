@@ -21,6 +21,14 @@ pointer), ``step_outcome``, ``review``, ``attempt`` (the attempt's full record, 
 ``rework_dispatched``, and ``attempt_interrupted`` when the runner is stopped mid-attempt. A
 limit breach, a crash or an unparsable result is an infrastructure failure: the cycle ends and
 the next attempt is a retry (same R, S+1) after a backoff.
+
+A retry repeats the instructions of the attempt it retries (`kernel.rework_to_repeat`): after a
+rework round that was interrupted or failed for infrastructure reasons, the same ReworkPack
+(checked against its SHA-256 in the ledger) resumes the same thread, in a fresh workspace with
+the step's earlier evidence; its ``attempt_started`` names the pack in ``refs``. When that pack
+or thread cannot be had any more, the next attempt is a revision from the StepPack instead.
+A rework round in the same workspace renames the workspace after its attempt
+(`Workspaces.relabel`), so that the accepted attempt's branch, commit and merge name it.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Literal, Protocol
 
 import anyio
@@ -44,9 +52,11 @@ from kernel import (
     prepare_task,
     primary_reason,
     review,
+    rework_to_repeat,
 )
 from kernel.triage import AttemptOutcome, add_spend
 from ledger import Ledger
+from ledger.render import task_records
 from protocol import (
     AttemptKind,
     AttemptPointer,
@@ -133,6 +143,16 @@ class CycleEnd:
         return self.resume_as == "retry"
 
 
+@dataclass(frozen=True)
+class _Repeat:
+    """A rework a retry gives the agent again: the pack's ledger reference (its path relative
+    to a workspace), the thread to resume, and the pack itself."""
+
+    ref: FileRef
+    thread: str
+    pack: ReworkPack
+
+
 @dataclass
 class _Attempt:
     """The state of the attempt in flight (what an interruption must record)."""
@@ -178,12 +198,11 @@ class Cycle:
             self.reporter.emit("task.blocked", self.key, reason=reason)
             return CycleEnd(self.key, AttemptOutcome.BLOCKED, reason)
 
-        pointer = await self._next_pointer()
-        label = f"R{pointer.r}S{pointer.s}"
-        ws = await self.workspaces.prepare(self.key, label)
+        pointer, repeat = await self._next_pointer()
+        ws = await self.workspaces.prepare(self.key, _label(pointer))
         self.attempt.workspace = ws
         try:
-            return await self._attempt(pack, pack_file, ws, pointer)
+            return await self._attempt(pack, pack_file, ws, pointer, repeat)
         except BaseException as exc:
             with anyio.CancelScope(shield=True):
                 await self._interrupted(f"runner stopped: {type(exc).__name__}")
@@ -194,18 +213,29 @@ class Cycle:
                 await self._remove(self.attempt.workspace or ws, pack)
 
     async def _attempt(
-        self, pack: StepPack, pack_file: Path, ws: TaskWorkspace, pointer: AttemptPointer
+        self,
+        pack: StepPack,
+        pack_file: Path,
+        ws: TaskWorkspace,
+        pointer: AttemptPointer,
+        repeat: _Repeat | None = None,
     ) -> CycleEnd:
         view = pack.view
+        refs = [repeat.ref] if repeat else []
         problem = await self._ready(ws, pack)
         if problem:
-            await self._start(pointer, pack)
+            await self._start(pointer, pack, refs=refs)
             await self._record_infra(pointer, "HOOK_FAILED", problem)
             return self._end(AttemptOutcome.FAILED, problem, "retry")
 
-        await self._start(pointer, pack)
-        dispatch = await self._dispatch_step(pack_file, ws)
-        rework_round = 0
+        await self._start(pointer, pack, refs=refs)
+        if repeat is None:
+            dispatch = await self._dispatch_step(pack_file, ws)
+            rework_round = 0
+        else:
+            dispatch = await self._repeat_rework(repeat, ws)
+            rework_round = repeat.pack.rework_round
+            self.attempt.reworks += 1  # the round given back when it was cut short
         while True:
             if isinstance(dispatch, StepLost):  # no outcome to record: the machine is gone
                 await self._record_infra(pointer, dispatch.code, dispatch.detail)
@@ -304,6 +334,9 @@ class Cycle:
             )
             pointer = pointer.revise()
             await self._start(pointer, pack, kind=AttemptKind.REVISION)
+            if ws.label != _label(pointer):  # a rework in place: the workspace is R+1/S0's now
+                ws = await self.workspaces.relabel(ws, _label(pointer))
+                self.attempt.workspace = ws
             dispatch = await self._dispatch_rework(rework_file, thread, ws)
 
     # -- steps ------------------------------------------------------------------------------
@@ -329,7 +362,9 @@ class Cycle:
             await anyio.to_thread.run_sync(write_atomic, out / name, data)
         return prepared.pack, out / "step_pack.json"
 
-    async def _next_pointer(self) -> AttemptPointer:
+    async def _next_pointer(self) -> tuple[AttemptPointer, _Repeat | None]:
+        """The next attempt's pointer, and for a retry of a rework round the rework it
+        repeats."""
         state = self.ledger.task_state(self.key)
         if state.attempt_open and state.pointer is not None:
             # The last runner died mid-attempt: say so before starting the next one.
@@ -343,10 +378,78 @@ class Cycle:
             if self.task.resume_as == "revision" and not state.attempt_open
             else AttemptCause.INFRASTRUCTURE
         )
-        return next_attempt(state.pointer, cause)
+        pointer = next_attempt(state.pointer, cause)
+        if pointer.s == 0:
+            return pointer, None
+        await self.ledger.flush()  # the chain file holds every event committed so far
+        bodies = await anyio.to_thread.run_sync(
+            lambda: [r.body for r in task_records(self.ledger.paths, self.key)]
+        )
+        dispatched = rework_to_repeat(bodies, pointer)
+        if dispatched is None:
+            return pointer, None  # the StepPack again
+        repeat, problem = await anyio.to_thread.run_sync(self._find_rework, dispatched.rework_pack)
+        if repeat is not None:
+            return pointer, repeat
+        # A retry must give the same instructions, and these are gone: new ones (the StepPack)
+        # make it a revision, and the ledger says so.
+        revision = next_attempt(state.pointer, AttemptCause.REWORK)
+        log.warning(
+            "cycle.rework_lost", task_id=self.key, retry=str(pointer), instead=str(revision),
+            problem=problem,
+        )  # fmt: skip
+        return revision, None
+
+    def _find_rework(self, ref: FileRef) -> tuple[_Repeat | None, str]:
+        """The rework pack the ledger recorded as `ref`, from the main workspace's evidence
+        (every round's evidence is copied there), unchanged since, with the thread of the round
+        whose review it answered (the cycle wrote it into that round's ``logs/``); else None
+        and why not."""
+        rel = PurePosixPath(ref.path)
+        if rel.is_absolute() or ".." in rel.parts:
+            return None, f"{ref.path}: not a path in the evidence"
+        path = self.workspaces.root / rel
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            return None, f"{ref.path}: {exc.strerror or exc}"
+        if hashlib.sha256(data).hexdigest() != ref.sha256:
+            return None, f"{ref.path}: not the rework pack the ledger recorded (SHA-256 differs)"
+        try:
+            rework = protocol.decode(data, ReworkPack, source=ref.path)
+        except protocol.ProtocolError as exc:
+            return None, str(exc)
+        rounds = evidence.rounds_dir(self.workspaces.root, rework.run_id, rework.step_id)
+        round_dir = path.parent.parent
+        if round_dir.parent != rounds:
+            return None, f"{ref.path}: not in a round of step {rework.step_id}"
+        try:
+            result = protocol.read(round_dir / "step_result.json", StepResult)
+        except protocol.ProtocolError as exc:
+            return None, str(exc)
+        if not result.thread_id:
+            return None, f"{ref.path}: the result it answered names no thread to resume"
+        return _Repeat(ref, result.thread_id, rework), ""
+
+    async def _repeat_rework(self, repeat: _Repeat, ws: TaskWorkspace) -> Dispatch | StepLost:
+        """Dispatch a recorded rework again on its thread, in `ws` with the step's earlier
+        evidence (the pack among it: the agent finds its rounds where it left them)."""
+        rework = repeat.pack
+        rounds = evidence.rounds_dir(Path(), rework.run_id, rework.step_id).as_posix()
+        await anyio.to_thread.run_sync(copy_evidence, self.workspaces.root, ws.path, rounds)
+        self.reporter.emit(
+            "rework.dispatched", self.key, round=rework.rework_round,
+            reason=str(rework.reason_code), repeated=repeat.ref.path,
+        )  # fmt: skip
+        return await self._dispatch_rework(ws.path / repeat.ref.path, repeat.thread, ws)
 
     async def _start(
-        self, pointer: AttemptPointer, pack: StepPack, *, kind: AttemptKind | None = None
+        self,
+        pointer: AttemptPointer,
+        pack: StepPack,
+        *,
+        kind: AttemptKind | None = None,
+        refs: list[FileRef] | None = None,
     ) -> None:
         state = self.ledger.task_state(self.key)
         if kind is None:
@@ -365,6 +468,7 @@ class Cycle:
                 worker_backend=backend,
                 run_id=pack.run_id,
                 step_id=pack.step_id,
+                refs=refs or [],
             )
         )
         self.attempt.pointer = pointer
@@ -494,7 +598,7 @@ class Cycle:
     ) -> TaskWorkspace:
         """A new workspace at the target's current head for a conflict rework; the earlier
         rounds' evidence comes along (the worker resumes its thread and may look at it)."""
-        new = await self.workspaces.prepare(self.key, f"R{pointer.r}S{pointer.s}")
+        new = await self.workspaces.prepare(self.key, _label(pointer))
         self.attempt.workspace = new
         await anyio.to_thread.run_sync(copy_evidence, old.path, new.path)
         await self._remove(old, pack)
@@ -581,6 +685,11 @@ class Cycle:
             merged_commit=merged,
             stop=stop,
         )
+
+
+def _label(pointer: AttemptPointer) -> str:
+    """An attempt's name in its workspace, branch and merge trailer: ``R<r>S<s>``."""
+    return f"R{pointer.r}S{pointer.s}"
 
 
 def _infra_reason(dispatch: Dispatch) -> tuple[str, str]:

@@ -38,11 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
-import psutil
 
 from protocol import ARTIFACTS_ROOT
 
-from . import __version__, git, transfer
+from . import __version__, _proctree, git, transfer
 from .dispatch import Dispatch, Kind, LimitOverrides, PlanOptions, execute
 from .executor import StepOrder
 from .log import configure_logging, get_logger
@@ -231,40 +230,12 @@ async def _reap_stale(cache: Path, repo: Path) -> None:
             if not held:
                 continue  # a running step
             stale = lock.with_name(lock.name.removesuffix(".lock"))
-            killed = await anyio.to_thread.run_sync(_kill_orphans, stale)
+            killed = await anyio.to_thread.run_sync(_proctree.kill_orphans, stale)
             if killed:
                 log.warning("worker.orphans_killed", path=str(stale), processes=killed)
             await git.remove_worktree(repo, stale)
             await anyio.to_thread.run_sync(_remove_leftovers, stale)
             log.info("worker.stale_removed", path=str(stale))
-
-
-def _kill_orphans(work: Path) -> int:
-    """Kill what a dead worker's step left running; returns how many processes.
-
-    The supervisor that would have killed the step's tree died with its worker, so an agent
-    that hangs would otherwise hold the machine for good. Its processes are found by working
-    directory (inside the step's worktree), then by session: every step runs in a session of
-    its own, so the rest of its tree goes too, wherever it works. This process's own session
-    is never touched.
-    """
-    root = work.resolve()
-    sessions: set[int] = set()
-    for proc in psutil.process_iter(["cwd"]):
-        cwd = proc.info.get("cwd")
-        if cwd and Path(cwd).is_relative_to(root):
-            with contextlib.suppress(OSError):
-                sessions.add(os.getsid(proc.pid))
-    sessions.discard(os.getsid(0))
-    killed = 0
-    for proc in psutil.process_iter():
-        try:
-            if os.getsid(proc.pid) in sessions:
-                proc.kill()
-                killed += 1
-        except (OSError, psutil.Error):
-            continue
-    return killed
 
 
 def _remove_leftovers(work: Path) -> None:

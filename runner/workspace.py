@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
@@ -23,7 +23,7 @@ import anyio
 
 from protocol import ARTIFACTS_ROOT
 
-from . import git
+from . import _proctree, git
 from .checkpoint import CheckpointStore, changed_paths, create_checkpoint, rollback
 from .log import get_logger
 
@@ -74,6 +74,7 @@ class Workspaces(Protocol):
     isolated: bool
 
     async def prepare(self, task_key: str, label: str) -> TaskWorkspace: ...
+    async def relabel(self, ws: TaskWorkspace, label: str) -> TaskWorkspace: ...
     async def changed_files(self, ws: TaskWorkspace) -> list[str] | None: ...
     async def accept(self, ws: TaskWorkspace, message: str) -> Accepted: ...
     async def reject(self, ws: TaskWorkspace) -> None: ...
@@ -136,6 +137,19 @@ class GitWorktrees:
         log.info("workspace.created", task_id=task_key, path=str(path), branch=branch, base=base)
         return TaskWorkspace(task_key, label, path, base=base, branch=branch)
 
+    async def relabel(self, ws: TaskWorkspace, label: str) -> TaskWorkspace:
+        """`ws` for the next attempt of its task, a rework round in the same worktree: its
+        branch renamed after that attempt, so that the branch, the commit and the merge name
+        the attempt that is accepted. The worktree stays where it is (the agent resuming its
+        thread finds its files where it left them)."""
+        assert ws.branch is not None
+        branch = f"{BRANCH_PREFIX}{ws.task_key}/{label}"
+        if branch != ws.branch:
+            async with self._git_lock:
+                await git.git(self.root, "branch", "-M", ws.branch, branch)
+            log.info("workspace.relabelled", task_id=ws.task_key, branch=branch)
+        return replace(ws, label=label, branch=branch)
+
     async def changed_files(self, ws: TaskWorkspace) -> list[str] | None:
         return None  # gathered by runner.facts from git itself
 
@@ -194,7 +208,13 @@ class GitWorktrees:
                 await git.delete_branch(self.root, branch)
 
     async def cleanup_stale(self) -> list[str]:
-        """Remove worktrees and branches a killed runner left behind; returns what went."""
+        """Remove worktrees and branches a killed runner left behind, after killing the agents
+        still running in them (their supervisor died with that runner); returns what went."""
+        if self.worktree_dir.is_dir():
+            killed = await anyio.to_thread.run_sync(_proctree.kill_orphans, self.worktree_dir)
+            if killed:
+                log.warning("campaign.orphans_killed", path=str(self.worktree_dir),
+                            processes=killed)  # fmt: skip
         removed: list[str] = []
         async with self._git_lock:  # worktrees whose directory is gone: forget them
             await git.git(self.root, "worktree", "prune")
@@ -271,6 +291,11 @@ class InPlace:
         log.info("workspace.checkpointed", task_id=task_key, checkpoint_id=manifest.checkpoint_id)
         return TaskWorkspace(task_key, label, self.root, checkpoint_id=manifest.checkpoint_id)
 
+    async def relabel(self, ws: TaskWorkspace, label: str) -> TaskWorkspace:
+        """The same workspace and checkpoint: the attempt's changes are still measured
+        against the tree before its first round."""
+        return replace(ws, label=label)
+
     async def changed_files(self, ws: TaskWorkspace) -> list[str] | None:
         assert ws.checkpoint_id is not None
         cid = ws.checkpoint_id
@@ -322,22 +347,25 @@ class InPlace:
         return cid
 
 
-def copy_evidence(source_workspace: Path, target_workspace: Path) -> None:
-    """Merge ``source/.artifacts`` into ``target/.artifacts`` (files only, links skipped).
+def copy_evidence(
+    source_workspace: Path, target_workspace: Path, under: str = ARTIFACTS_ROOT
+) -> None:
+    """Merge ``source/.artifacts`` into ``target/.artifacts`` (files only, links skipped); with
+    `under` (a path relative to the workspaces, inside their evidence), only that directory.
 
     The agent may have replaced the evidence directory itself, or its parent, with a link (to
     ``/``, say): nothing is copied then, or the runner would copy whatever the link points at
     into the main workspace.
     """
     src = source_workspace
-    for part in PurePosixPath(ARTIFACTS_ROOT).parts:
+    for part in PurePosixPath(under).parts:
         src = src / part
         if src.is_symlink():
             log.warning("workspace.artifacts_link_skipped", path=str(src))
             return
     if not src.is_dir() or source_workspace.resolve() == target_workspace.resolve():
         return
-    dst = target_workspace / ARTIFACTS_ROOT
+    dst = target_workspace / under
     for path in src.rglob("*"):
         if path.is_symlink() or not path.is_file():
             continue

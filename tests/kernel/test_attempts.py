@@ -6,7 +6,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kernel import AttemptCause, cause_after_outcome, cause_after_review, next_attempt
+from kernel import (
+    AttemptCause,
+    cause_after_outcome,
+    cause_after_review,
+    next_attempt,
+    rework_to_repeat,
+)
 from protocol import (
     AttemptKind,
     AttemptPointer,
@@ -17,6 +23,15 @@ from protocol import (
     StepOutcome,
     Verdict,
     classify,
+)
+from protocol.ledger_events import (
+    Attempt,
+    AttemptInterrupted,
+    AttemptStarted,
+    FileRef,
+    ReviewRecorded,
+    ReworkDispatched,
+    StepOutcomeRecorded,
 )
 
 
@@ -96,3 +111,81 @@ def test_cause_after_review(verdict: ReviewVerdict, cause: AttemptCause | None) 
         worker_reason_code="X",
     )
     assert cause_after_review(review) is cause
+
+
+# -- what a retry repeats ---------------------------------------------------------------------
+
+
+def started(r: int, s: int, kind: AttemptKind) -> AttemptStarted:
+    return AttemptStarted(r=r, s=s, kind=kind, worker_backend="mock")
+
+
+def closed(r: int, s: int, result: Verdict = Verdict.FAIL) -> Attempt:
+    return Attempt(r=r, s=s, result=result, reason_code="X")
+
+
+def rework(r: int, s: int, name: str) -> ReworkDispatched:
+    return ReworkDispatched(r=r, s=s, rework_pack=FileRef(path=name, sha256="0" * 64))
+
+
+def test_a_retry_of_a_rework_round_repeats_its_rework_pack() -> None:
+    events = [
+        started(0, 0, AttemptKind.FIRST),
+        closed(0, 0, Verdict.REWORK),
+        rework(0, 0, "first.json"),
+        started(1, 0, AttemptKind.REVISION),
+        AttemptInterrupted(r=1, s=0, reason="stopped"),
+    ]
+    assert rework_to_repeat(events, AttemptPointer(1, 1)) == events[2]
+    # ... and so does every later retry of the same revision.
+    events += [started(1, 1, AttemptKind.RETRY), closed(1, 1)]
+    assert rework_to_repeat(events, AttemptPointer(1, 2)) == events[2]
+
+
+def test_a_retry_of_a_round_from_the_step_pack_repeats_no_rework() -> None:
+    first = [started(0, 0, AttemptKind.FIRST), AttemptInterrupted(r=0, s=0, reason="stopped")]
+    assert rework_to_repeat(first, AttemptPointer(0, 1)) is None
+    # A revision a new cycle began (after FAIL, or REWORK with no rounds left) starts from
+    # the StepPack, even when an earlier revision had a rework.
+    events = [
+        started(0, 0, AttemptKind.FIRST),
+        closed(0, 0, Verdict.REWORK),
+        rework(0, 0, "first.json"),
+        started(1, 0, AttemptKind.REVISION),
+        closed(1, 0, Verdict.REWORK),
+        started(2, 0, AttemptKind.REVISION),
+        StepOutcomeRecorded(
+            r=2,
+            s=0,
+            reason=EndReason.SILENCE_LIMIT,
+            exit_code=None,
+            started_at="t",
+            ended_at="t",
+            duration_ms=1,
+        ),
+        closed(2, 0),
+    ]
+    assert rework_to_repeat(events, AttemptPointer(2, 1)) is None
+    assert rework_to_repeat(events, AttemptPointer(1, 1)) == events[2]
+    # A conflict rework whose workspace hooks failed: started, nothing dispatched.
+    hooks = [started(0, 0, AttemptKind.FIRST), closed(0, 0, Verdict.PASS)]
+    hooks += [started(1, 0, AttemptKind.REVISION), closed(1, 0)]
+    assert rework_to_repeat(hooks, AttemptPointer(1, 1)) is None
+
+
+def test_only_a_retry_repeats_anything() -> None:
+    events = [
+        started(0, 0, AttemptKind.FIRST),
+        ReviewRecorded(
+            r=0,
+            s=0,
+            verdict=ReviewVerdict.REWORK,
+            reason_codes=[QAReason.AC_NOT_MET],
+            review=FileRef(path="review.json", sha256="1" * 64),
+        ),
+        closed(0, 0, Verdict.REWORK),
+        rework(0, 0, "first.json"),
+        started(1, 0, AttemptKind.REVISION),
+    ]
+    assert rework_to_repeat(events, AttemptPointer(1, 0)) is None
+    assert rework_to_repeat([], AttemptPointer(0, 1)) is None

@@ -11,7 +11,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from runner.workspace import GitWorktrees, InPlace, WorkspaceError
+from runner.workspace import GitWorktrees, InPlace, WorkspaceError, copy_evidence
 from tests.runner.engine_fixtures import git
 
 pytestmark = pytest.mark.anyio
@@ -82,6 +82,47 @@ async def test_accepted_work_is_merged_with_trailers_and_found_after_a_crash(
     assert git(repo, "status", "--porcelain") == ""
     assert await spaces.accepted_attempt("t1") == "R0S0"
     assert await spaces.accepted_attempt("t2") is None
+
+
+async def test_a_relabelled_worktree_is_merged_as_its_new_attempt(
+    repo: Path, tmp_path: Path
+) -> None:
+    """A rework round in the same worktree (R0S0, then R1S0): the branch is renamed, the work
+    and the worktree stay, and the commit, the merge and `accepted_attempt` name R1S0."""
+    spaces = await GitWorktrees.open(repo, tmp_path / "wt")
+    ws = await spaces.prepare("t1", "R0S0")
+    (ws.path / "b.txt").write_text("b\n")
+    moved = await spaces.relabel(ws, "R1S0")
+    assert (moved.label, moved.branch, moved.path, moved.base) == (
+        "R1S0", "runner/t1/R1S0", ws.path, ws.base,
+    )  # fmt: skip
+    assert branches(repo) == ["main", "runner/t1/R1S0"]
+    assert git(ws.path, "rev-parse", "--abbrev-ref", "HEAD").strip() == "runner/t1/R1S0"
+    assert (ws.path / "b.txt").read_text() == "b\n"
+    assert await spaces.relabel(moved, "R1S0") == moved
+    assert (await spaces.accept(moved, "t1: add b")).merged
+    await spaces.release(moved)
+    assert git(repo, "log", "-1", "--format=%s", "HEAD").startswith("Merge runner/t1/R1S0: ")
+    for rev in ("HEAD", "HEAD^2"):  # the merge, and the commit it merged
+        assert "Runner-Task: t1\nRunner-Attempt: R1S0" in git(repo, "log", "-1", "--format=%B", rev)
+    assert await spaces.accepted_attempt("t1") == "R1S0"
+    assert_only_main(repo)
+
+
+async def test_evidence_can_be_copied_for_one_directory_only(tmp_path: Path) -> None:
+    source, target = tmp_path / "source", tmp_path / "target"
+    for name in ("run_a/steps/S1/rounds/R1/x.txt", "run_b/y.txt"):
+        (source / ".artifacts" / "agent_runs" / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / ".artifacts" / "agent_runs" / name).write_text(name)
+    target.mkdir()
+    copy_evidence(source, target, ".artifacts/agent_runs/run_a/steps/S1")
+    copied = sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file())
+    assert copied == [".artifacts/agent_runs/run_a/steps/S1/rounds/R1/x.txt"]
+    # A link on the way is never followed.
+    shutil.rmtree(target / ".artifacts")
+    (source / ".artifacts" / "agent_runs" / "run_c").symlink_to(source / ".artifacts")
+    copy_evidence(source, target, ".artifacts/agent_runs/run_c/agent_runs")
+    assert not (target / ".artifacts").exists()
 
 
 async def test_nothing_changed_is_accepted_without_a_merge(repo: Path, tmp_path: Path) -> None:
