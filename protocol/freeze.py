@@ -5,7 +5,8 @@ Files in the input directory (``input/`` by convention):
 - ``requirements.draft.md``: the working draft, generated from dialogue and edited by people.
 - ``controller_profile.json``: which controller produced the draft (`ControllerProfile`).
 - ``requirements.vN.md``: frozen version N, never rewritten.
-- ``requirements.current.md``: a copy of the latest frozen version; what execution reads.
+- ``requirements.current.md``: a copy of the latest frozen version (what `negotiate` is
+  given to plan from; a campaign checks its hash, and reads nothing else of it).
 - ``freeze_meta.json``: the latest freeze (`FreezeMeta`): version, hash, approval.
 
 `FreezeCheck` is the answer the campaign acts on: `execution_started` only when the freeze is

@@ -201,6 +201,8 @@ async def _run(
     board = Board(quiet_log=live)
     if on_ready:
         on_ready(board)
+    # Before the ledger: a workspace that cannot take merges is refused with nothing written.
+    workspaces = await _workspaces(settings)
     async with (
         _executor(settings, inputs) as executor,
         open_ledger(
@@ -218,7 +220,6 @@ async def _run(
                     f"execution blocked: {check.reason}: {check.detail} "
                     f"(recorded as {ExecutionBlockedUnapproved.__struct_config__.tag})"
                 )
-        workspaces = await _workspaces(settings)
         keeper = QueueKeeper(settings.queue_path, Progress(settings.progress_dir), inputs.queue)
         only = set(settings.only_keys)
         campaign = Campaign(

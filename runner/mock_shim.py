@@ -13,18 +13,19 @@ StepPack's ``context.mock_scenario``, else the thread id on resume, else ``pass`
   them, one marker file per allowed path pattern; runs every command in ``commands_to_run`` from
   the workspace, its output in ``outputs/cmd_<i>.txt``; writes ``subagent_output.md`` and a
   truthful ``step_result.json`` (also printed last on stdout, after JSONL progress events).
-- ``fail_ac``: the same, but the last acceptance criterion is reported unmet (verdict FAIL).
+- ``fail_ac``: the same, but the last acceptance criterion is reported unmet (the worker's
+  verdict FAIL; QA reviews it REWORK).
 - ``out_of_scope``: the same, plus an edit outside the allowed paths (reported).
 - ``lie``: does nothing, yet claims the files it would have written and exit code 0 for every
   command (which it ran, and which may well have failed).
 - ``hang``: prints a heartbeat every 0.2 s, never finishes.
 - ``silent``: prints one line, then nothing, never finishes.
-- ``eat_memory``: allocates 16 MB every 50 ms (up to 2 GB), never finishes.
+- ``eat_memory``: allocates 16 MiB every 50 ms (up to 2 GiB), never finishes.
 - ``fork_tree``: starts children and grandchildren, one of which escapes with ``setsid`` and
   ignores SIGTERM; never finishes. Every pid goes to ``logs/mock_pids.txt``.
 - ``garbage``: prints invalid UTF-8 and broken JSON, writes no result, exits 0.
 - ``crash``: prints half a StepResult, raises, exits 1.
-- ``flood``: prints ``RUNNER_MOCK_FLOOD_MB`` (default 64) MB, part of it one line without a
+- ``flood``: prints ``RUNNER_MOCK_FLOOD_MB`` (default 64) MiB, part of it one line without a
   newline, then behaves as ``pass``.
 - ``fail_then_pass``: ``fail_ac`` on create, ``pass`` on resume.
 

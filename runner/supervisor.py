@@ -430,7 +430,7 @@ class _Step:
                     if pss > limit_bytes:
                         self.notes.append(
                             f"tree memory {pss} bytes (PSS) over the limit of "
-                            f"{lim.max_memory_mb} MB"
+                            f"{lim.max_memory_mb} MiB"
                         )
                         return EndReason.MEMORY_LIMIT
             deadlines = self._deadlines()

@@ -48,7 +48,8 @@ def engine_options(f: F) -> F:
                      help="JSON: task key -> backend name."),
         click.option("--worker-backend", help="Backend for tasks the maps do not name."),
         click.option("--auto-plan-missing", is_flag=True, default=None,
-                     help="Plan a StepPack from the task's intake when none is mapped."),
+                     help="Plan a StepPack from the task's intake when it has none "
+                          "(none mapped, no step_pack_ref)."),
         click.option("--max-rework-rounds", type=click.IntRange(min=0)),
         click.option("--verify-commands", is_flag=True, default=None,
                      help="Re-run each pack's commands in the workspace before reviewing."),

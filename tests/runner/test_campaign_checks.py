@@ -102,6 +102,7 @@ def test_a_workspace_with_uncommitted_changes_is_refused(tmp_path: Path) -> None
     assert "uncommitted changes to tracked files (src/base.txt)" in result.stderr
     assert str(p.statuses()) == str({"t1": "pending"})
     assert (p.workspace / "src" / "base.txt").read_text() == "my edit in progress\n"
+    assert not (p.progress / "ledger").exists()  # refused before the ledger is opened
 
 
 # -- backend health ---------------------------------------------------------------------------
