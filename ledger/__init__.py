@@ -27,7 +27,7 @@ from .errors import (
     WriterFailed,
 )
 from .state import TaskState
-from .store import ProjectPaths
+from .store import ProjectPaths, project_ids
 from .verify import Head, Problem, VerifyReport, verify_project
 from .writer import Appended, Ledger, Mode, init_project, open_ledger
 
@@ -58,6 +58,7 @@ __all__ = [
     "canonical",
     "init_project",
     "open_ledger",
+    "project_ids",
     "sha256_hex",
     "verify_project",
 ]

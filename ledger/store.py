@@ -25,7 +25,7 @@ from pathlib import Path
 
 import msgspec
 
-from protocol import ProtocolError, check_id
+from protocol import ProtocolError, check_id, is_safe_id
 from protocol.ledger_events import FORMAT_VERSION, GENESIS_HASH
 
 from .commit_process import fsync_dir as fsync_dir  # the one copy (stdlib only)
@@ -70,6 +70,15 @@ def safe_id(kind: str, value: str) -> str:
         return check_id(kind, value)
     except ProtocolError as exc:
         raise InvalidLedgerId(exc.reason) from None
+
+
+def project_ids(root: Path) -> list[str]:
+    """The projects under a ledger root (directories with a project manifest), sorted."""
+    try:
+        names = sorted(d.name for d in root.iterdir() if d.is_dir())
+    except OSError:
+        return []
+    return [n for n in names if is_safe_id(n) and ProjectPaths.of(root, n).manifest.is_file()]
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from ledger import LedgerNotFound, ProjectPaths, verify_project
-from protocol import ExecutorKind, is_safe_id
+from ledger import LedgerNotFound, ProjectPaths, project_ids, verify_project
+from protocol import ExecutorKind
 from runner import demo as demo_run
 from runner.distributed import ClusterSettings, check_settings
 from runner.engine import default_project_id
@@ -163,8 +163,4 @@ def _projects(root: Path, default: str) -> list[str]:
     `runner campaign --project-id X` name theirs, and status should find them, not say none)."""
     if ProjectPaths.of(root, default).manifest.is_file():
         return [default]
-    try:
-        names = sorted(d.name for d in root.iterdir() if d.is_dir())
-    except OSError:
-        return []
-    return [n for n in names if is_safe_id(n) and ProjectPaths.of(root, n).manifest.is_file()]
+    return project_ids(root)

@@ -13,6 +13,8 @@ import click
 import msgspec
 
 import protocol
+from kernel import triage
+from ledger import project_ids
 from protocol import CampaignConfig, ClusterConfig
 from runner.campaign import CampaignReport
 from runner.cli._group import EXIT_CLUSTER, FiniteFloatRange
@@ -119,12 +121,13 @@ def _settings(
             changes[name] = kw[name]
     config = msgspec.structs.replace(config, **changes)
     workspace: Path = kw["workspace"].resolve()
+    ledger_root = (kw["ledger_root"] or progress / "ledger").resolve()
     return Settings(
         queue_path=queue_path.resolve(),
         progress_dir=progress.resolve(),
         workspace=workspace,
-        ledger_root=(kw["ledger_root"] or progress / "ledger").resolve(),
-        project_id=kw["project_id"] or default_project_id(workspace),
+        ledger_root=ledger_root,
+        project_id=kw["project_id"] or _default_project(workspace, ledger_root),
         worktree_dir=(kw["worktree_dir"] or progress / "worktrees").resolve(),
         config=config,
         shim_config_path=kw["shim_config"],
@@ -141,6 +144,22 @@ def _settings(
         only_keys=only,
         cluster=_cluster(kw, config.cluster),
     )
+
+
+def _default_project(workspace: Path, ledger_root: Path) -> str:
+    """The workspace's name, unless the ledger root already holds other projects and not that
+    one: a workspace renamed or moved would otherwise start a new ledger project silently,
+    its history left in the old one."""
+    default = default_project_id(workspace)
+    others = project_ids(ledger_root)
+    if others and default not in others:
+        names = ", ".join(others)
+        raise EngineError(
+            f"{ledger_root} holds the ledger of {names}, not of {default!r} (the default "
+            f"--project-id: the workspace's name); pass --project-id {others[0]} to go on "
+            f"recording there, or --project-id {default} to start a new project"
+        )
+    return default
 
 
 def _cluster(kw: dict[str, Any], config: ClusterConfig) -> ClusterSettings:
@@ -163,7 +182,7 @@ def _cluster(kw: dict[str, Any], config: ClusterConfig) -> ClusterSettings:
     )
 
 
-def _run(settings: Settings) -> None:
+def _run(settings: Settings, *, one_cycle: bool = False) -> None:
     boards: list[Board] = []
     report = run_campaign(settings, on_ready=boards.append)
     _print_report(report, boards[0] if boards else None)
@@ -181,6 +200,13 @@ def _run(settings: Settings) -> None:
             err=True,
         )
         sys.exit(EXIT_CLUSTER)
+    if one_cycle and report.cycles:  # the cycle's own task, whatever the others' state
+        sys.exit(EXIT_DONE if report.completed else EXIT_UNFINISHED)
+    if one_cycle and settings.only_keys:
+        queue = load_queue(settings.queue_path)
+        task = next(t for t in queue.tasks if t.key in settings.only_keys)
+        reasons = "; ".join(triage.ineligibility(queue, task)) or "not selected"
+        raise EngineError(f"task {task.key} is not eligible to run: {reasons}")
     sys.exit(EXIT_DONE if _all_done(settings) else EXIT_UNFINISHED)
 
 
@@ -239,7 +265,13 @@ def campaign(
 def run_cycle(
     task_key: str | None, step_pack_file: Path | None, auto_checkpoint: bool, **kw: Any
 ) -> None:
-    """Run one cycle: the next eligible task (or --task-key), one attempt with its reworks."""
+    """Run one cycle: the next eligible task (or --task-key), one attempt with its reworks.
+
+    Exit code: 0 the cycle's task completed (or, with no task eligible, the queue is drained);
+    1 it did not (failed, blocked, to be retried), or no task was eligible with some not
+    completed; 2 bad input, --task-key of a task that is not eligible included; 3, 4 and
+    128+N as for `campaign`.
+    """
     only: tuple[str, ...] = ()
     if task_key is not None:
         only = (protocol.check_id("task key", task_key),)
@@ -251,4 +283,4 @@ def run_cycle(
     settings = _settings(kw, {"max_parallel_steps": 1, "max_cycles": 1}, only)
     if step_pack_file is not None:
         settings = dataclasses.replace(settings, step_packs={only[0]: step_pack_file.resolve()})
-    _run(settings)
+    _run(settings, one_cycle=True)

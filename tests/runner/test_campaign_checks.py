@@ -322,12 +322,12 @@ def test_hooks_run_in_each_worktree_including_a_conflict_reworks_fresh_one(
 def test_run_cycle_runs_exactly_one_cycle(tmp_path: Path) -> None:
     p = Project(tmp_path, [TaskSpec("t1"), TaskSpec("t2"), TaskSpec("t3")])
     result = p.run(command="run-cycle")
-    assert result.returncode == 1, result.stderr[-2000:]  # the queue is not done
+    assert result.returncode == 0, result.stderr[-2000:]  # its task completed
     assert ": 1 cycles" in result.stdout
     assert {k: t.attempts for k, t in p.queue().items()} == {"t1": 1, "t2": 0, "t3": 0}
     assert p.statuses() == {"t1": "completed", "t2": "pending", "t3": "pending"}
     chosen = p.run("--task-key", "t3", command="run-cycle")
-    assert chosen.returncode == 0  # the exit code speaks for the task asked for
+    assert chosen.returncode == 0  # the exit code speaks for the cycle's task
     assert p.statuses() == {"t1": "completed", "t2": "pending", "t3": "completed"}
     # A pack given on the command line replaces the mapped one for this cycle.
     other = TaskSpec("t2", files={"src/given.txt": "from the given pack\n"})
@@ -360,9 +360,20 @@ def test_run_cycle_without_a_runnable_task_says_so(tmp_path: Path) -> None:
     started = time.monotonic()
     result = p.run("--task-key", "t2", command="run-cycle")
     assert time.monotonic() - started < 30
-    assert result.returncode == 1
+    assert result.returncode == 2  # the task asked for cannot run: bad input
     assert ": 0 cycles" in result.stdout
+    assert "task t2 is not eligible to run: waits for t1 (pending)" in result.stderr
     assert p.statuses() == {"t1": "pending", "t2": "pending"}
+    # Without --task-key: the cycle's task decides; then a finished one is refused too.
+    first = p.run(command="run-cycle")
+    assert first.returncode == 0 and p.statuses()["t1"] == "completed"
+    again = p.run("--task-key", "t1", command="run-cycle")
+    assert again.returncode == 2
+    assert "task t1 is not eligible to run: status is completed, not pending" in again.stderr
+    # No task eligible and none asked for: 0 once the queue is drained.
+    assert p.run(command="run-cycle").returncode == 0  # t2
+    drained = p.run(command="run-cycle")
+    assert drained.returncode == 0 and ": 0 cycles" in drained.stdout
 
 
 # -- options that shape the run ---------------------------------------------------------------
@@ -456,3 +467,20 @@ def test_backend_choice_the_map_wins_over_the_default(tmp_path: Path) -> None:
         for key in ("t1", "t2")
     }  # fmt: skip
     assert used == {"t1": "other", "t2": "mock"}
+
+
+def test_a_renamed_workspace_does_not_start_a_new_ledger_project_silently(
+    tmp_path: Path,
+) -> None:
+    """The default project id is the workspace's name: after a rename, the ledger root holds
+    the old name's project only, and recording elsewhere must be asked for."""
+    p = Project(tmp_path, [TaskSpec("t1"), TaskSpec("t2")])
+    first = p.run("--project-id", "before-rename", "--task-key", "t1", command="run-cycle")
+    assert first.returncode == 0, first.stderr
+    result = p.run()
+    assert result.returncode == 2, result.stderr
+    assert "holds the ledger of before-rename, not of 'project'" in result.stderr
+    assert "pass --project-id before-rename to go on recording there" in result.stderr
+    assert sorted(d.name for d in (p.progress / "ledger").iterdir()) == ["before-rename"]
+    assert p.statuses() == {"t1": "completed", "t2": "pending"}
+    assert p.run("--project-id", "before-rename").returncode == 0
