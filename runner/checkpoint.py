@@ -27,6 +27,7 @@ import contextlib
 import functools
 import hashlib
 import os
+import re
 import secrets
 import stat
 from collections.abc import Callable, Iterable
@@ -58,6 +59,7 @@ DEFAULT_EXCLUDE = (".git",)
 _BLOB_MODE = 0o444
 _MANIFEST_MODE = 0o644
 _CHUNK = 1 << 20
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -229,6 +231,13 @@ def manifest_digest(manifest: CheckpointManifest) -> str:
     return hashlib.sha256(encode(manifest)).hexdigest()
 
 
+def digest_problem(digest: str) -> str | None:
+    """Why `digest` cannot be a `manifest_digest` (64 lowercase hex digits), or None."""
+    if _DIGEST.fullmatch(digest):
+        return None
+    return f"{digest!r} is not a SHA-256 digest (64 lowercase hex digits)"
+
+
 @_os_errors("cannot checkpoint")
 def create_checkpoint(
     workspace: str | os.PathLike[str],
@@ -254,9 +263,9 @@ def create_checkpoint(
     check_id("run id", run_id)
     ws = _workspace(workspace)
     store = store if isinstance(store, CheckpointStore) else CheckpointStore(store)
-    files = [_normalize(p) for p in paths]
-    roots = [_normalize(t, root_ok=True) for t in trees]
-    excluded = _unique([*(_normalize(e) for e in exclude), *_store_exclusion(ws, store)])
+    files = [normalize_path(p) for p in paths]
+    roots = [normalize_path(t, root_ok=True) for t in trees]
+    excluded = _unique([*(normalize_path(e) for e in exclude), *_store_exclusion(ws, store)])
     if not files and not roots:
         raise CheckpointError("nothing to checkpoint: give at least one file or tree")
 
@@ -315,6 +324,9 @@ def verify_checkpoint(
     expected_digest: str | None = None,
 ) -> CheckpointManifest:
     """Load the manifest and check every blob against it; raises `CheckpointCorrupt`."""
+    if expected_digest is not None and (problem := digest_problem(expected_digest)):
+        # Not a digest at all: a usage mistake, not a manifest that changed.
+        raise CheckpointError(f"expected digest {problem}")
     store = store if isinstance(store, CheckpointStore) else CheckpointStore(store)
     manifest = store.load(checkpoint_id)
     if expected_digest is not None and manifest_digest(manifest) != expected_digest:
@@ -431,8 +443,11 @@ def _workspace(workspace: str | os.PathLike[str]) -> Path:
     return path.resolve()
 
 
-def _normalize(raw: str, *, root_ok: bool = False) -> str:
-    """A user's path as canonical workspace-relative POSIX (``./a//b`` -> ``a/b``)."""
+def normalize_path(raw: str, *, root_ok: bool = False) -> str:
+    """A user's path as canonical workspace-relative POSIX (``./a//b`` -> ``a/b``); raises
+    `UnsafePath` for an empty, absolute or climbing path, and for ``.`` unless `root_ok`."""
+    if not raw:
+        raise UnsafePath(raw, "empty; give a workspace-relative path")
     if raw.startswith("/"):
         raise UnsafePath(raw, "absolute; checkpoint paths are relative to the workspace")
     rel = "/".join(part for part in raw.split("/") if part not in ("", ".")) or "."

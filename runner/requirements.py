@@ -20,14 +20,11 @@ import hashlib
 import os
 import re
 import shlex
-import signal
-import subprocess
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
-import anyio.abc
 
 from kernel.dialogue import draft_from_dialogue, render_draft
 from kernel.freeze import FreezeAction, FreezeFacts, FreezePlan, assess_freeze, plan_freeze
@@ -38,6 +35,7 @@ from protocol import (
     PROFILE_FILE,
     ControllerBackend,
     ControllerProfile,
+    EndReason,
     FreezeCheck,
     FreezeMeta,
     ProtocolError,
@@ -47,12 +45,15 @@ from protocol import (
     version_file,
 )
 from protocol.freeze import Approver
-from runner import _proctree
 from runner.files import write_atomic
 from runner.log import get_logger
+from runner.supervisor import Limits, StepSpec, StopRequest, run_step
 
 DEFAULT_CONTROLLER_TIMEOUT = 300.0
 MAX_CONTROLLER_OUTPUT = 1 << 20
+# SIGTERM first (a model CLI may want to clean up), SIGKILL this much later.
+CONTROLLER_KILL_GRACE_SEC = 1.0
+_READ_CHUNK = 64 * 1024
 HEURISTIC_MODEL = "heuristic-v1"
 _DOC_MODE = 0o644
 _VERSION_FILE = re.compile(r"^requirements\.v([1-9][0-9]{0,8})\.md$")
@@ -204,79 +205,70 @@ async def run_controller(
     """Run `argv` (no shell) with `stdin`, return its stdout; raise `ControllerFailed` when it
     cannot start, times out, exits non-zero or writes more than `MAX_CONTROLLER_OUTPUT`.
 
-    It runs in its own session so that on timeout the whole process group is killed, not only
-    the direct child (a wrapper script's model CLI would otherwise linger).
+    It runs as a step of the supervisor (`runner.supervisor.run_step`): when it ends, times
+    out or writes too much, its whole process tree is killed, processes that left its process
+    group or session (``setsid``) included, and none is left behind.
     """
     if not argv:
         raise ControllerFailed(["<empty>"], "is empty")
-    try:
-        with _proctree.own_spawn() as own:
-            process = await anyio.open_process(
-                list(argv),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-            )
-            own(process.pid)
-    except OSError as exc:
-        raise ControllerFailed(argv, f"cannot be started: {exc.strerror or exc}") from None
-    out, err = bytearray(), bytearray()
+    out = bytearray()
     overflow = False
+    stop = StopRequest()
+    # The supervisor copies the controller's stdout into this pipe; reading it here keeps
+    # what fits and stops the controller as soon as it writes more.
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    os.set_blocking(read_fd, False)
 
-    async def drain(stream: anyio.abc.ByteReceiveStream | None, into: bytearray) -> None:
+    async def collect() -> None:
         nonlocal overflow
-        if stream is None:
-            return
-        async for chunk in stream:
-            if len(into) + len(chunk) > MAX_CONTROLLER_OUTPUT:
-                overflow = True
-                _kill_group(process.pid)
+        while True:
+            try:
+                chunk = os.read(read_fd, _READ_CHUNK)
+            except BlockingIOError:
+                await anyio.wait_readable(read_fd)
+                continue
+            if not chunk:
                 return
-            into.extend(chunk)
+            if overflow:
+                continue  # drained and dropped: the supervisor's copy never blocks
+            if len(out) + len(chunk) > MAX_CONTROLLER_OUTPUT:
+                overflow = True
+                stop.set(f"wrote more than {MAX_CONTROLLER_OUTPUT} bytes")
+                continue
+            out.extend(chunk)
 
-    async def feed() -> None:
-        if process.stdin is None:
-            return
-        # A controller that exits without reading its stdin is not an error here.
-        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-            await process.stdin.send(stdin)
-        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-            await process.stdin.aclose()
-
-    async def run() -> None:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(drain, process.stdout, out)
-            tg.start_soon(drain, process.stderr, err)
-            tg.start_soon(feed)
-            await process.wait()
-            # Children it left behind would hold the pipes open: the output is in the pipes
-            # already, so ending them loses nothing and lets the drains see EOF.
-            _kill_group(process.pid)
-
+    spec = StepSpec(
+        argv=list(argv),
+        stdin=stdin,
+        stdout=write_fd,
+        stderr=None,  # discarded; the tail is kept for the message
+        limits=Limits(max_runtime_sec=timeout_sec, kill_grace_sec=CONTROLLER_KILL_GRACE_SEC),
+        label="controller",
+    )
     try:
-        async with process:
-            with anyio.move_on_after(timeout_sec) as scope:
-                await run()
-            timed_out = scope.cancelled_caught
-            # Before the `async with` ends: leaving it waits for the process to exit.
-            _kill_group(process.pid)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(collect)
+            try:
+                run = await run_step(spec, stop=stop)
+            finally:
+                os.close(write_fd)  # the last writer: `collect` sees end of file
     finally:
-        _kill_group(process.pid)
-    stderr = err.decode("utf-8", "replace")
-    if timed_out:
+        os.close(read_fd)
+    outcome = run.outcome
+    stderr = run.stderr_tail.decode("utf-8", "replace")
+    if outcome.reason is EndReason.SPAWN_FAILED:
+        why = outcome.detail if run.spawn_errno is None else os.strerror(run.spawn_errno)
+        raise ControllerFailed(argv, f"cannot be started: {why}")
+    if outcome.reason is EndReason.RUNTIME_LIMIT:
         raise ControllerFailed(argv, f"timed out after {timeout_sec:g}s", stderr=stderr)
     if overflow:
         raise ControllerFailed(argv, f"wrote more than {MAX_CONTROLLER_OUTPUT} bytes")
-    code = process.returncode
+    if outcome.reason is not EndReason.COMPLETED:
+        raise ControllerFailed(argv, f"ended: {outcome.reason}: {outcome.detail}", stderr=stderr)
+    code = outcome.exit_code
     if code != 0:
         raise ControllerFailed(argv, f"exited with code {code}", exit_code=code, stderr=stderr)
     return bytes(out)
-
-
-def _kill_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
 
 
 # --- freeze ---------------------------------------------------------------------------------

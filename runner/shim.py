@@ -18,12 +18,16 @@ argv templates instead, so the runner can drive ``codex exec``, ``claude -p`` or
 
 Each argv element is a template; the placeholders are `PLACEHOLDERS` (``{{`` and ``}}`` are
 literal braces). A config is checked when it is read: unknown placeholders, ``{thread_id}`` in a
-create command, or a command that gets the prompt neither as an argument, a file nor on stdin
-are decode errors naming the file and the JSON path.
+create command, a command that gets the prompt neither as an argument, a file nor on stdin, an
+empty program name, a NUL byte (in argv, a backend name or ``env``), an ``env`` name that is
+empty or holds ``=``, or one the runner sets itself (`RESERVED_ENV`) are decode errors naming
+the file and the JSON path, so a config that cannot start a process never costs a round.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,6 +38,7 @@ import msgspec
 
 import protocol
 
+from ._proctree import TOKEN_ENV
 from .supervisor import SupervisorError
 
 DEFAULT_BACKEND = "codex"
@@ -56,6 +61,27 @@ PLACEHOLDERS = {
     "pack_file": "absolute path of the copy of the step or rework pack in the round",
     "step_result_file": "absolute path where the StepResult is expected",
 }
+# The variables the runner sets for every step (runner.dispatch and the supervisor's token): a
+# config that set one would either be overridden (the token) or mislead the shim (the round
+# directory), so it is refused.
+RESERVED_ENV = frozenset(
+    {
+        "RUNNER_PACK_KIND",
+        "RUNNER_PACK_FILE",
+        "RUNNER_TASK_ID",
+        "RUNNER_RUN_ID",
+        "RUNNER_STEP_ID",
+        "RUNNER_ROUND",
+        "RUNNER_ROUND_DIR",
+        "RUNNER_WORKSPACE",
+        "RUNNER_PROMPT_FILE",
+        "RUNNER_STEP_RESULT_FILE",
+        "RUNNER_BACKEND",
+        "RUNNER_THREAD_ID",
+        TOKEN_ENV,
+    }
+)
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
 # Linux refuses one argv string longer than 32 pages (MAX_ARG_STRLEN), terminator included.
 MAX_ARG_BYTES = 32 * 4096 - 1
 
@@ -94,12 +120,16 @@ class BackendCommand(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     env: dict[str, str] = {}
 
     def check(self, at: str) -> None:
-        """Raise ValueError ("reason - at `path`") for a template that cannot work."""
+        """Raise ValueError ("reason - at `path`") for a template or environment that cannot
+        work: either would only fail when the shim is spawned, a round too late."""
         for mode, argv in (("create", self.create), ("resume", self.resume)):
             if argv is None:
                 continue
+            if not argv[0]:
+                raise ValueError(f"the program name is empty - at `{at}.{mode}[0]`")
             fields: set[str] = set()
             for i, element in enumerate(argv):
+                _no_nul(element, "an argument", f"{at}.{mode}[{i}]")
                 fields |= _fields(element, f"{at}.{mode}[{i}]")
             if mode == "create" and "thread_id" in fields:
                 raise ValueError(f"a create command has no thread to name - at `{at}.create`")
@@ -107,6 +137,18 @@ class BackendCommand(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 raise ValueError(
                     f"the {mode} command never gets the prompt: use {{prompt}}, "
                     f'{{prompt_file}} or "prompt_stdin": true - at `{at}.{mode}`'
+                )
+        for name, value in self.env.items():
+            where = _key(f"{at}.env", name)
+            _no_nul(name, "an environment variable name", where)
+            _no_nul(value, "an environment variable value", where)
+            if not name or "=" in name:
+                problem = "is empty" if not name else "contains '='"
+                raise ValueError(f"an environment variable name {problem} - at `{where}`")
+            if name in RESERVED_ENV:
+                raise ValueError(
+                    f"{name} is set by the runner for every step and cannot be configured;"
+                    f" reserved: {', '.join(sorted(RESERVED_ENV))} - at `{where}`"
                 )
 
 
@@ -116,12 +158,27 @@ class ShimConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def __post_init__(self) -> None:
         for name, command in self.backends.items():
-            command.check(f"$.backends.{name}")
+            where = _key("$.backends", name)
+            _no_nul(name, "a backend name", where)
+            command.check(where)
         if self.default_backend is not None and self.default_backend not in self.backends:
             raise ValueError(
                 f"default backend {self.default_backend!r} is not one of the backends"
                 " - at `$.default_backend`"
             )
+
+
+def _key(at: str, key: str) -> str:
+    """The JSON path of `key` under `at`: ``$.a.b`` for a plain key, else ``$.a["b=c"]``."""
+    if _PLAIN_KEY.fullmatch(key):
+        return f"{at}.{key}"
+    quoted = json.dumps(key).replace("`", "\\u0060")  # a backtick would end the path
+    return f"{at}[{quoted}]"
+
+
+def _no_nul(text: str, what: str, at: str) -> None:
+    if "\0" in text:
+        raise ValueError(f"{what} contains a NUL byte, which no process can be given - at `{at}`")
 
 
 def _fields(template: str, at: str) -> set[str]:
@@ -179,6 +236,13 @@ def build_invocation(
     if templates is None:
         raise ShimError(f"backend {backend!r} has no resume command; add one to the shim config")
     argv = [element.format_map(values) for element in templates]
+    for i, element in enumerate(argv):
+        if "\0" in element:  # the templates have none (checked on decode): the pack's text has
+            raise ShimError(
+                f"the {mode} command of backend {backend!r} would get a NUL byte in argument "
+                f"{i} (from the pack's text), which no process can be given; give the backend "
+                'a template with {prompt_file} or "prompt_stdin": true'
+            )
     longest = max(len(element.encode()) for element in argv)
     if longest > MAX_ARG_BYTES:
         raise PromptTooLong(longest, backend)

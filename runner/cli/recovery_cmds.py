@@ -15,14 +15,19 @@ from protocol import CheckpointManifest, DirEntry, FileEntry, LinkEntry, Rollbac
 from runner.checkpoint import (
     DEFAULT_EXCLUDE,
     DEFAULT_STORE,
+    CheckpointError,
     CheckpointStore,
+    UnsafePath,
     create_checkpoint,
+    digest_problem,
+    normalize_path,
     rollback,
     verify_checkpoint,
 )
 from runner.cli._group import FiniteFloatRange
 from runner.requirements import (
     DEFAULT_CONTROLLER_TIMEOUT,
+    RequirementsInputError,
     check_freeze,
     draft_requirements,
     freeze_requirements,
@@ -44,6 +49,22 @@ _store_option = click.option(
     help=f"The checkpoint store. [default: WORKSPACE/{DEFAULT_STORE.as_posix()}]",
 )
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead.")
+
+
+def _digest(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A malformed --digest is a usage error, not a manifest that "changed since"."""
+    if value is None:
+        return None
+    if digest_problem(value.lower()) is not None:  # hex digits in either case
+        raise click.BadParameter(f"{value!r} is not a SHA-256 digest (64 hex digits)", ctx, param)
+    return value.lower()
+
+
+_digest_option = click.option(
+    "--digest",
+    callback=_digest,
+    help="Expected manifest digest (sha256), as recorded at creation.",
+)
 
 
 def _dir_option(name: str, help: str) -> Callable[[F], F]:
@@ -100,6 +121,9 @@ def create(
     as_json: bool,
 ) -> None:
     """Checkpoint files and trees; prints the checkpoint id."""
+    _check_paths("--file", files)
+    _check_paths("--tree", trees, root_ok=True)
+    _check_paths("--exclude", exclude, excluding=True)
     manifest = create_checkpoint(
         workspace,
         files,
@@ -115,6 +139,23 @@ def create(
     click.echo(f"checkpoint {manifest.checkpoint_id}: {_summary(manifest)}")
 
 
+def _check_paths(
+    option: str, paths: tuple[str, ...], *, root_ok: bool = False, excluding: bool = False
+) -> None:
+    """Refuse a malformed path as a usage error naming its option (the checkpoint's own
+    check would name the path only, and its reasons are written for --file)."""
+    for raw in paths:
+        try:
+            rel = normalize_path(raw, root_ok=root_ok or excluding)
+        except UnsafePath as exc:
+            raise click.BadParameter(f"{raw!r}: {exc.reason}", param_hint=option) from None
+        if excluding and rel == ".":
+            raise click.BadParameter(
+                f"{raw!r} names the workspace itself: it would exclude everything",
+                param_hint=option,
+            )
+
+
 @checkpoint.command("list")
 @click.option("--task-key", help="Only this task's checkpoints.")
 @_store_option
@@ -124,7 +165,14 @@ def list_(
     task_key: str | None, checkpoint_dir: Path | None, workspace: Path, as_json: bool
 ) -> None:
     """List checkpoints, oldest first (unreadable manifests are reported on stderr)."""
-    manifests, bad = _store(workspace, checkpoint_dir).list()
+    if task_key is not None:
+        protocol.check_id("task key", task_key)
+    store = _store(workspace, checkpoint_dir)
+    if not store.root.is_dir():
+        # An empty list would read as "no checkpoints here", for a mistyped path too.
+        hint = "" if checkpoint_dir is not None else " (pass --checkpoint-dir or --workspace)"
+        raise CheckpointError(f"checkpoint store {store.root} does not exist{hint}")
+    manifests, bad = store.list()
     for problem in bad:
         click.echo(f"warning: {problem}", err=True)
     shown = [m for m in manifests if task_key is None or m.task_key == task_key]
@@ -138,7 +186,7 @@ def list_(
 
 @checkpoint.command("verify")
 @click.option("--checkpoint-id", required=True)
-@click.option("--digest", help="Expected manifest digest (sha256), as recorded at creation.")
+@_digest_option
 @_store_option
 @_workspace_option
 def verify(
@@ -153,7 +201,7 @@ def verify(
 
 @click.command("rollback")
 @click.option("--checkpoint-id", required=True, help="The checkpoint to restore.")
-@click.option("--digest", help="Expected manifest digest (sha256), as recorded at creation.")
+@_digest_option
 @_store_option
 @_workspace_option
 @_json_option
@@ -291,6 +339,9 @@ def freeze(input_dir: Path, approve: bool, approved_by: str | None) -> None:
 def status(input_dir: Path, as_json: bool) -> None:
     """Whether execution may start under the freeze: exit 0 if approved and current, 1 if
     blocked (with the reason)."""
+    if not input_dir.is_dir():
+        # Not "not frozen": a mistyped directory is bad input, not an unapproved freeze.
+        raise RequirementsInputError(input_dir, "input directory not found")
     check = check_freeze(input_dir)
     if as_json:
         click.echo(protocol.encode_pretty(check).decode(), nl=False)

@@ -272,6 +272,7 @@ def test_tree_rollback_never_walks_a_root_that_became_a_link(
         (["../x"], "climbs out"),
         (["src"], "is a directory"),
         (["."], "workspace itself"),
+        ([""], "empty"),
     ],
 )
 def test_create_rejects_unsafe_paths(
@@ -339,6 +340,32 @@ def test_digest_pins_the_manifest(ws: Path, store: CheckpointStore) -> None:
     path.write_text(json.dumps(doc))
     with pytest.raises(CheckpointCorrupt, match="digest"):
         rollback(ws, manifest.checkpoint_id, store=store, expected_digest=digest)
+
+
+def test_empty_tree_or_exclude_is_refused_not_taken_for_the_workspace(
+    ws: Path, store: CheckpointStore
+) -> None:
+    with pytest.raises(UnsafePath, match="empty"):
+        create_checkpoint(ws, trees=[""], task_key="T", run_id="R", store=store)
+    with pytest.raises(UnsafePath, match="empty"):
+        create_checkpoint(ws, trees=["src"], exclude=[""], task_key="T", run_id="R", store=store)
+    assert not (store.root / "manifests").exists()
+
+
+@pytest.mark.parametrize("digest", ["zz", "", "A" * 64, "0" * 65])
+def test_malformed_digest_is_an_error_not_a_changed_manifest(
+    ws: Path, store: CheckpointStore, digest: str
+) -> None:
+    manifest = create_checkpoint(ws, ["README.md"], task_key="T", run_id="R", store=store)
+    (ws / "README.md").write_text("edited\n")
+    for call in (
+        lambda: verify_checkpoint(manifest.checkpoint_id, store=store, expected_digest=digest),
+        lambda: rollback(ws, manifest.checkpoint_id, store=store, expected_digest=digest),
+    ):
+        with pytest.raises(CheckpointError, match="not a SHA-256 digest") as caught:
+            call()
+        assert not isinstance(caught.value, CheckpointCorrupt)
+    assert (ws / "README.md").read_text() == "edited\n"
 
 
 def test_unknown_and_renamed_checkpoints(ws: Path, store: CheckpointStore) -> None:

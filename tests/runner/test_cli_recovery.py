@@ -153,6 +153,69 @@ def test_bad_checkpoint_input_exits_2_and_writes_nothing(
     assert not (ws / ".runner" / "checkpoints" / "manifests").exists()
 
 
+@pytest.mark.parametrize(
+    ("args", "option", "message"),
+    [
+        (["--tree", "src", "--exclude", ""], "--exclude", "empty"),
+        (["--tree", "src", "--exclude", "."], "--exclude", "would exclude everything"),
+        (["--tree", "src", "--exclude", "../x"], "--exclude", "climbs out"),
+        (["--tree", ""], "--tree", "empty"),
+        (["--file", ""], "--file", "empty"),
+        (["--file", "src/parser.py", "--file", "/etc/passwd"], "--file", "absolute"),
+    ],
+)
+def test_bad_checkpoint_path_names_its_option(
+    ws: Path, args: list[str], option: str, message: str
+) -> None:
+    result = run("checkpoint", "create", "--task-key", "T", "--run-id", "R", *args, cwd=ws)
+    assert result.returncode == 2, result.stderr
+    assert f"Invalid value for {option}" in result.stderr and message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (ws / ".runner").exists()
+
+
+def test_malformed_digest_is_a_usage_error_not_a_corrupt_checkpoint(ws: Path) -> None:
+    created = run("checkpoint", "create", "--task-key", "T", "--run-id", "R",
+                  "--file", "src/parser.py", "--json", cwd=ws)  # fmt: skip
+    checkpoint_id = json.loads(created.stdout)["checkpoint_id"]
+    (ws / "src" / "parser.py").write_text("work in progress\n")
+    for command in (["checkpoint", "verify"], ["rollback"]):
+        for digest in ("zz", "0" * 63, "g" * 64, ""):
+            result = run(*command, "--checkpoint-id", checkpoint_id, "--digest", digest, cwd=ws)
+            assert result.returncode == 2, result.stderr
+            assert "Invalid value for '--digest'" in result.stderr
+            assert "corrupt" not in result.stderr and "Traceback" not in result.stderr
+    assert (ws / "src" / "parser.py").read_text() == "work in progress\n"
+    # A well-formed digest that is not the manifest's still says so; case does not matter.
+    wrong = run("checkpoint", "verify", "--checkpoint-id", checkpoint_id, "--digest", "a" * 64,
+                cwd=ws)  # fmt: skip
+    assert wrong.returncode == 2 and "digest mismatch" in wrong.stderr
+    digest = subprocess.run(
+        [sys.executable, "-c", "import sys; from runner.checkpoint import CheckpointStore, "
+         "manifest_digest; print(manifest_digest(CheckpointStore(sys.argv[1]).load(sys.argv[2])))",
+         str(ws / ".runner" / "checkpoints"), checkpoint_id],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    upper = run("checkpoint", "verify", "--checkpoint-id", checkpoint_id, "--digest",
+                digest.upper(), cwd=ws)  # fmt: skip
+    assert upper.returncode == 0, upper.stderr
+
+
+def test_list_refuses_a_missing_store_and_a_bad_task_key(tmp_path: Path, ws: Path) -> None:
+    missing = run("checkpoint", "list", "--checkpoint-dir", str(tmp_path / "no" / "store"))
+    assert missing.returncode == 2
+    assert f"checkpoint store {tmp_path / 'no' / 'store'} does not exist" in missing.stderr
+    default = run("checkpoint", "list", "--workspace", str(tmp_path / "nowhere"))
+    assert default.returncode == 2 and str(tmp_path / "nowhere") in default.stderr
+    run("checkpoint", "create", "--task-key", "T", "--run-id", "R", "--file", "a", cwd=ws)
+    bad_key = run("checkpoint", "list", "--task-key", "../x", cwd=ws)
+    assert bad_key.returncode == 2 and "invalid task key '../x'" in bad_key.stderr
+    listed = run("checkpoint", "list", "--task-key", "T", cwd=ws)
+    assert listed.returncode == 0 and "task=T" in listed.stdout
+    other = run("checkpoint", "list", "--task-key", "U", cwd=ws)
+    assert (other.returncode, other.stdout) == (0, "")
+
+
 def test_unknown_checkpoint_and_bad_id(ws: Path) -> None:
     missing = run("rollback", "--checkpoint-id", "T_nope", cwd=ws)
     assert missing.returncode == 2 and "not found" in missing.stderr
@@ -245,6 +308,17 @@ def test_requirements_bad_input_exits_2(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "input").iterdir()) == ["requirements.draft.md"]
     for result in (missing, no_draft, no_name):
         assert "Traceback" not in result.stderr
+
+
+def test_requirements_status_of_a_missing_directory_is_bad_input(tmp_path: Path) -> None:
+    for extra in ([], ["--json"]):
+        result = run("requirements", "status", "--input-dir", str(tmp_path / "nope"), *extra)
+        assert result.returncode == 2, result.stdout
+        assert f"{tmp_path / 'nope'}: input directory not found" in result.stderr
+        assert result.stdout == "" and "Traceback" not in result.stderr
+    (tmp_path / "empty").mkdir()
+    empty = run("requirements", "status", "--input-dir", str(tmp_path / "empty"))
+    assert empty.returncode == 1 and "not_frozen" in empty.stdout
 
 
 def test_unwritable_out_dir_is_a_clear_error(tmp_path: Path) -> None:

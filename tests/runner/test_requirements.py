@@ -32,6 +32,7 @@ from runner.requirements import (
     draft_requirements,
     freeze_requirements,
 )
+from tests.runner.hostile import recorded_pids, survivors
 
 DIALOGUE = (
     "User: We need a --json flag on the report command.\n"
@@ -153,6 +154,48 @@ async def test_controller_timeout_kills_its_whole_process_group(
         await anyio.sleep(0.05)
     else:
         pytest.fail("the controller's child outlived the timeout")
+    assert not (tmp_path / "input").exists()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("ends", ["timeout", "exit"])
+async def test_no_process_of_the_controller_survives_it(
+    tmp_path: Path, dialogue: Path, ends: str
+) -> None:
+    """A controller's processes in a session of their own (``setsid``) are outside its process
+    group: killing the group left them running. Run under the supervisor, none survives, when
+    the controller times out or when it exits."""
+    pids = tmp_path / "pids"
+    escapee = f"echo $$ >> {pids}; exec sleep 121"
+    argv = controller(
+        tmp_path,
+        f"subprocess.Popen(['sh', '-c', {escapee!r}], start_new_session=True)\n"  # setsid
+        f"subprocess.Popen(['sh', '-c', {escapee!r}])\n"
+        f"def started(): return len(open({str(pids)!r}).read().split())\n"
+        f"while not os.path.exists({str(pids)!r}) or started() < 2: time.sleep(0.01)\n"
+        + ("time.sleep(60)\n" if ends == "timeout" else "print('# Draft')\n"),
+    )
+    out = tmp_path / "input"
+    if ends == "timeout":
+        with pytest.raises(ControllerFailed, match=r"timed out after 1s"):
+            await draft_requirements(dialogue, out, controller_command=argv, timeout_sec=1)
+        assert not out.exists()
+    else:
+        await draft_requirements(dialogue, out, controller_command=argv, timeout_sec=30)
+        assert (out / DRAFT_FILE).read_text() == "# Draft\n"
+    ended = time.time()
+    recorded = recorded_pids(pids, expect=2)
+    assert len(recorded) == 2
+    assert survivors(recorded, ended) == []
+
+
+@pytest.mark.anyio
+async def test_controller_that_writes_too_much_is_stopped(tmp_path: Path, dialogue: Path) -> None:
+    argv = controller(tmp_path, "while True: sys.stdout.write('x' * 65536)\n")
+    started = time.monotonic()
+    with pytest.raises(ControllerFailed, match="wrote more than 1048576 bytes"):
+        await draft_requirements(dialogue, tmp_path / "input", controller_command=argv)
+    assert time.monotonic() - started < 10
     assert not (tmp_path / "input").exists()
 
 

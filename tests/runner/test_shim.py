@@ -16,6 +16,7 @@ from runner.evidence import RoundDir, round_rel
 from runner.prompt import render_step_prompt
 from runner.shim import (
     MAX_ARG_BYTES,
+    RESERVED_ENV,
     ShimConfig,
     ShimError,
     UnknownBackend,
@@ -164,6 +165,39 @@ def test_config_templates_and_placeholders(tmp_path: Path) -> None:
         ({"a": {"create": []}}, "length >= 1"),
         ({"a": {"create": ["x", "{prompt"]}}, "bad template"),
         ({"a": {"create": ["{prompt}"], "shell": True}}, "unknown field `shell`"),
+        # Each of these used to pass and only fail at spawn time, a round wasted (exit 1).
+        ({"a": {"create": ["", "{prompt}"]}}, "$.backends.a.create[0]: the program name is"),
+        (
+            {"a": {"create": ["x", "{prompt}"], "resume": ["", "{prompt}"]}},
+            "$.backends.a.resume[0]: the program name is empty",
+        ),
+        ({"a": {"create": ["x\0", "{prompt}"]}}, "$.backends.a.create[0]: an argument contains"),
+        ({"a": {"create": ["x", "{prompt}\0"]}}, "$.backends.a.create[1]: an argument contains"),
+        (
+            {"a": {"create": ["x", "{prompt}"], "env": {"A=B": "1"}}},
+            "$.backends.a.env[\"A=B\"]: an environment variable name contains '='",
+        ),
+        (
+            {"a": {"create": ["x", "{prompt}"], "env": {"": "1"}}},
+            '$.backends.a.env[""]: an environment variable name is empty',
+        ),
+        (
+            {"a": {"create": ["x", "{prompt}"], "env": {"A\0": "1"}}},
+            '$.backends.a.env["A\\u0000"]: an environment variable name contains a NUL byte',
+        ),
+        (
+            {"a": {"create": ["x", "{prompt}"], "env": {"A": "1\0"}}},
+            "$.backends.a.env.A: an environment variable value contains a NUL byte",
+        ),
+        ({"a\0": {"create": ["x", "{prompt}"]}}, "a backend name contains a NUL byte"),
+        (
+            {"a": {"create": ["x", "{prompt}"], "env": {"RUNNER_STEP_TOKEN": "t"}}},
+            "$.backends.a.env.RUNNER_STEP_TOKEN: RUNNER_STEP_TOKEN is set by the runner",
+        ),
+        (
+            {"a": {"create": ["x", "{prompt}"], "env": {"RUNNER_ROUND_DIR": "/tmp/elsewhere"}}},
+            "$.backends.a.env.RUNNER_ROUND_DIR: RUNNER_ROUND_DIR is set by the runner",
+        ),
     ],
 )
 def test_bad_config_is_exit_2_naming_file_and_path(
@@ -175,6 +209,28 @@ def test_bad_config_is_exit_2_naming_file_and_path(
     assert words in result.stderr
     assert "shim.json" in result.stderr and "$.backends" in result.stderr
     assert "Traceback" not in result.stderr
+    assert not any(ws.iterdir())
+
+
+def test_every_runner_variable_is_reserved_in_a_config() -> None:
+    """What a shim gets from the runner (and the supervisor's token) cannot be configured:
+    a configured value would win over the runner's, or be shown by --dry-run and then lost."""
+    for name in RESERVED_ENV:
+        config = {"backends": {"a": {"create": ["x", "{prompt}"], "env": {name: "v"}}}}
+        with pytest.raises(protocol.ProtocolError) as err:
+            protocol.decode(json.dumps(config), ShimConfig)
+        assert err.value.path == f"$.backends.a.env.{name}"
+    assert "RUNNER_STEP_TOKEN" in RESERVED_ENV and "RUNNER_ROUND_DIR" in RESERVED_ENV
+    ok = {"backends": {"a": {"create": ["x", "{prompt}"], "env": {"RUNNER_MOCK_SCENARIO": "hang"}}}}
+    assert protocol.decode(json.dumps(ok), ShimConfig).backends["a"].env
+
+
+def test_nul_byte_from_the_pack_is_refused_before_running(tmp_path: Path) -> None:
+    config = {"backends": {"a": {"create": ["x", "{prompt}"]}}, "default_backend": "a"}
+    ws, pack_file = files(tmp_path, {**PACK, "objective": "Do\0it."}, config)
+    result = step(ws, pack_file)
+    assert result.returncode == 2, result.stderr
+    assert "NUL byte in argument 1" in result.stderr and "{prompt_file}" in result.stderr
     assert not any(ws.iterdir())
 
 
