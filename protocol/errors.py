@@ -8,7 +8,8 @@ class ProtocolError(Exception):
 
     Carries where the payload came from (`source`: a file path or a label such as ``<stdin>``),
     the JSON path of the offending value (``$.gates[2].command_index``; ``$`` for the document
-    itself) and a human reason. Callers print ``str(err)``; tools read the attributes.
+    itself; empty for a value that is in no document, such as a command-line id) and a human
+    reason. Callers print ``str(err)``; tools read the attributes.
     """
 
     def __init__(self, reason: str, *, path: str = "$", source: str | None = None) -> None:
@@ -19,7 +20,8 @@ class ProtocolError(Exception):
 
     def __str__(self) -> str:
         where = f"{self.source}: " if self.source else ""
-        return f"{where}{self.path}: {self.reason}"
+        at = f"{self.path}: " if self.path else ""
+        return f"{where}{at}{self.reason}"
 
     def with_source(self, source: str) -> ProtocolError:
         """The same error, attributed to `source` (decoders learn the file name late)."""

@@ -39,6 +39,6 @@ def check_id(kind: str, value: str) -> str:
         raise ProtocolError(
             f"invalid {kind} {shown}: use 1-{MAX_ID_LENGTH} of [A-Za-z0-9._-], starting with a "
             "letter or digit, without '..'",
-            path="$",
+            path="",  # a value on its own (an option, an argument), not a place in a document
         )
     return value

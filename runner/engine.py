@@ -182,6 +182,9 @@ def run_campaign(
 ) -> CampaignReport:
     """Check inputs, hold the queue lock and run the campaign to its end (blocking)."""
     inputs = load_inputs(settings)
+    input_dir = settings.input_dir if settings.require_freeze else None
+    if input_dir is not None and not input_dir.is_dir():  # a typo, not a missing freeze
+        raise EngineError(f"{input_dir}: --input-dir not found")
     # On a cluster of its own the backends' binaries are the workers' (their resources say
     # which they have); this machine needs none of them.
     if not settings.skip_health_check and settings.cluster.executor != "dask":

@@ -149,6 +149,9 @@ def test_skipping_the_health_check_runs_and_the_spawn_failure_is_recorded(tmp_pa
 def test_require_freeze_refuses_until_approved_then_starts(tmp_path: Path) -> None:
     p = Project(tmp_path, [TaskSpec("t1")])
     queue_before = p.queue_path.read_bytes()
+    typo = p.run("--require-freeze", "--input-dir", str(tmp_path / "inptu"))
+    assert typo.returncode == 2 and "inptu: --input-dir not found" in typo.stderr
+    assert not (p.progress / "ledger").exists()
     blocked = p.run("--require-freeze")
     assert blocked.returncode == 1, blocked.stderr
     assert "execution blocked" in blocked.stderr

@@ -210,6 +210,7 @@ def test_list_refuses_a_missing_store_and_a_bad_task_key(tmp_path: Path, ws: Pat
     run("checkpoint", "create", "--task-key", "T", "--run-id", "R", "--file", "a", cwd=ws)
     bad_key = run("checkpoint", "list", "--task-key", "../x", cwd=ws)
     assert bad_key.returncode == 2 and "invalid task key '../x'" in bad_key.stderr
+    assert "error: invalid task key" in bad_key.stderr  # no JSON path: it is in no document
     listed = run("checkpoint", "list", "--task-key", "T", cwd=ws)
     assert listed.returncode == 0 and "task=T" in listed.stdout
     other = run("checkpoint", "list", "--task-key", "U", cwd=ws)
