@@ -7,15 +7,18 @@ temporary file in the same directory, fsync it, rename it over the target, fsync
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import stat
 import tempfile
 from pathlib import Path
 
 
+@functools.cache
 def _umask() -> int:
     """The process's umask, read without changing it where Linux tells (`os.umask` can only
-    set it, and setting it is process-wide)."""
+    set it, and setting it is process-wide). Read once: the runner never changes it, and
+    every new evidence file would otherwise read /proc again."""
     with contextlib.suppress(OSError, ValueError):
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("Umask:"):

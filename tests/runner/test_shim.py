@@ -225,6 +225,16 @@ def test_every_runner_variable_is_reserved_in_a_config() -> None:
     assert protocol.decode(json.dumps(ok), ShimConfig).backends["a"].env
 
 
+def test_the_reserved_names_are_those_a_dispatch_sets(tmp_path: Path) -> None:
+    """RESERVED_ENV is written out by hand beside the code that sets the variables
+    (runner.dispatch): a variable added there must be reserved too."""
+    config = {"backends": {"a": {"create": ["x", "{prompt}"]}}, "default_backend": "a"}
+    env = dry(tmp_path, config=config)["env"]
+    set_by_runner = {name for name in env if name.startswith("RUNNER_")}
+    assert "RUNNER_ROUND_DIR" in set_by_runner
+    assert set_by_runner <= RESERVED_ENV, set_by_runner - RESERVED_ENV
+
+
 def test_nul_byte_from_the_pack_is_refused_before_running(tmp_path: Path) -> None:
     config = {"backends": {"a": {"create": ["x", "{prompt}"]}}, "default_backend": "a"}
     ws, pack_file = files(tmp_path, {**PACK, "objective": "Do\0it."}, config)
